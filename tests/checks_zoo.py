@@ -584,6 +584,13 @@ def replace_head_torchvision_only(model, num_classes):
     return model
 
 
+@wrong("replace_head", "literally named")
+def replace_head_setattr_dotted_name(model, num_classes):
+    name, old = find_head(model)
+    setattr(model, name, nn.Linear(old.in_features, num_classes))
+    return model
+
+
 @wrong("replace_head", "same object")
 def replace_head_appending(model, num_classes):
     return nn.Sequential(model, nn.Linear(1000, num_classes))
@@ -769,7 +776,9 @@ RIGGED["make_optimizer"] = optimizer_rigged
 # --------------------------------------------------------------------------- train_one_epoch
 
 
-def _epoch(model, loader, optimizer, loss_fn, device, *, zero_grad=True, train=True, step=True, result="mean"):
+def _epoch(
+    model, loader, optimizer, loss_fn, device, *, zero_grad=True, train=True, step=True, result="mean"
+):
     if train:
         model.train()
     losses = []
@@ -939,6 +948,14 @@ def evaluate_with_max_and_inference_mode(model, loader, device):
     return correct / len(loader.dataset)
 
 
+@correct("evaluate")
+@torch.no_grad()
+def evaluate_decorated_no_grad(model, loader, device):
+    model.eval()
+    hits = [(model(x.to(device)).argmax(1) == y.to(device)).float() for x, y in loader]
+    return torch.cat(hits).mean().item()
+
+
 @wrong("evaluate", "model.eval()")
 def evaluate_without_eval_mode(model, loader, device):
     return _accuracy(model, loader, eval_mode=False)
@@ -1095,6 +1112,13 @@ def groups_three_ways(model, head_lr, backbone_lr):
     ]
 
 
+@correct("param_groups")
+def groups_as_generator(model, head_lr, backbone_lr):
+    backbone, head = _split(model)
+    yield {"params": iter(backbone), "lr": backbone_lr}
+    yield {"params": iter(head), "lr": head_lr}
+
+
 @wrong("param_groups", "two groups")
 def groups_head_twice(model, head_lr, backbone_lr):
     _, head = _split(model)
@@ -1127,7 +1151,7 @@ def groups_last_stage_only(model, head_lr, backbone_lr):
     return [{"params": list(model.layer2.parameters()), "lr": backbone_lr}, {"params": head, "lr": head_lr}]
 
 
-@wrong("param_groups", "list of dicts")
+@wrong("param_groups", "list of dicts, one per group, got dict")
 def groups_single_dict(model, head_lr, backbone_lr):
     backbone, head = _split(model)
     return {"head": head, "backbone": backbone}

@@ -1,6 +1,5 @@
 """The exercise checks accept right answers, reject the usual mistakes with a hint, and stay quiet."""
 
-import functools
 import warnings
 
 import checks_zoo as zoo
@@ -37,14 +36,22 @@ def check(name):
 def own_copy_of_reference(name):
     """The reference's code as if the learner had typed it: no wrapper, no reference marker."""
     body = reference(name).__wrapped__
-    return functools.wraps(body)(lambda *args, **kwargs: body(*args, **kwargs))
+    return lambda *args, **kwargs: body(*args, **kwargs)
 
 
-def test_every_exercise_has_a_documented_check():
-    notebooks = ("01_imagenet_features", "02_freezing", "03_replacing_the_head", "04_training_the_head")
+NOTEBOOKS = (
+    "01_imagenet_features",
+    "02_freezing",
+    "03_replacing_the_head",
+    "04_training_the_head",
+    "05_fine_tuning",
+)
+
+
+def test_every_exercise_has_a_check_naming_its_notebook():
     for name in EXERCISES:
-        doc = check(name).__doc__
-        assert doc and any(notebook in doc for notebook in (*notebooks, "05_fine_tuning")), name
+        doc = check(name).__doc__ or ""
+        assert any(notebook in doc for notebook in NOTEBOOKS), name
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -63,9 +70,7 @@ def test_alternative_correct_solutions_pass(name, solution, seed):
     assert check(name)(solution, seed=seed) is None
 
 
-@pytest.mark.parametrize(
-    ("name", "solution", "keyword"), WRONG, ids=[fn.__name__ for _, fn, _ in WRONG]
-)
+@pytest.mark.parametrize(("name", "solution", "keyword"), WRONG, ids=[fn.__name__ for _, fn, _ in WRONG])
 def test_mistakes_fail_with_a_hint(name, solution, keyword):
     with pytest.raises(AssertionError) as failure:
         check(name)(solution)
@@ -118,20 +123,41 @@ def test_guard_is_released_when_the_learner_raises():
     assert utils._guarded == set() and utils._reference_calls == []
 
 
+def test_unwritten_exercise_says_so():
+    def stub(model):
+        raise NotImplementedError()
+
+    with pytest.raises(AssertionError, match="freeze is not written yet"):
+        checks.check_freeze(stub)
+
+
+def test_device_hint_only_for_device_errors():
+    def global_device(model, loader, optimizer, loss_fn, device):
+        raise RuntimeError("Expected all tensors to be on the same device, but found cuda:0 and cpu")
+
+    with pytest.raises(AssertionError, match="device given as argument"):
+        checks.check_train_one_epoch(global_device)
+    with pytest.raises(AssertionError) as failure:
+        checks.check_train_one_epoch(lambda *args: {}["missing"])
+    assert "raised KeyError" in str(failure.value) and "Hint" not in str(failure.value)
+
+
 def test_references_work_normally_outside_checks():
     model = torch.nn.Linear(2, 2)
     assert models.freeze(model) is model and utils._reference_calls == []
 
 
-def test_checks_leave_rng_and_grad_mode_alone():
+def test_checks_leave_rng_grad_mode_and_threads_alone():
     torch.manual_seed(1234)
     state = torch.get_rng_state()
+    threads = torch.get_num_threads()
     for name in ("train_one_epoch", "evaluate", "freeze", "replace_head"):
         check(name)(own_copy_of_reference(name))
     with pytest.raises(AssertionError):
         checks.check_evaluate(zoo.evaluate_switching_grad_off_globally)
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.is_grad_enabled()
+    assert torch.get_num_threads() == threads
 
 
 def test_checks_are_quiet(capfd):

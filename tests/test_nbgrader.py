@@ -12,8 +12,10 @@ skip. Takes a few minutes on two CPU cores, most of it in `nbgrader autograde`.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -191,53 +193,88 @@ def describe_outputs(cell) -> str:
     return "; ".join(parts) or "no error output"
 
 
+def submissions(notebook: Path) -> dict[str, Path]:
+    """The two copies handed in for grading: the reference solution and the untouched release."""
+    name = notebook.parent.name
+    return {"reference": notebook, "blank": COURSE / name / f"{name}.ipynb"}
+
+
+def autograde_one(notebook: Path, student: str, scratch: Path, threads: int) -> tuple[Path, str]:
+    """Grade one student's copy in a course of its own; return that course root and nbgrader's log.
+
+    Each copy gets its own course and gradebook because SQLite gradebooks do not take concurrent
+    writers, and grading copies in parallel is what keeps this test within a few minutes.
+    """
+    name = notebook.parent.name
+    root = scratch / "course-root"
+    release.make_scratch_course(SOLUTIONS, [name], root)
+    env = release.nbgrader_env(scratch)
+    env["OMP_NUM_THREADS"] = str(threads)
+    # With the gradebook this time: it records the graded cells and points autograde needs.
+    release.run_nbgrader(root, env, "generate_assignment", name, "--force")
+    folder = root / "submitted" / student / name
+    folder.mkdir(parents=True)
+    shutil.copyfile(submissions(notebook)[student], folder / f"{name}.ipynb")
+    return root, release.run_nbgrader(root, env, "autograde", name, "--force")
+
+
+@pytest.fixture(scope="session")
+def autograde_jobs(request, tmp_path_factory):
+    """Futures of autograde_one for every notebook this session's autograde tests were given.
+
+    All copies start grading as soon as the first such test runs, a few at a time.
+    """
+    notebooks = [
+        item.callspec.params["notebook"]
+        for item in request.session.items
+        if item.originalname == "test_autograde_gives_solution_full_marks_and_release_zero"
+        and item.callspec.params.get("notebook") is not None
+    ]
+    cpus = os.cpu_count() or 1
+    workers = max(1, min(4, cpus))
+    threads = max(1, cpus // workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        jobs = {}
+        for notebook in notebooks:
+            for student in submissions(notebook):
+                key = (notebook.parent.name, student)
+                if submissions(notebook)[student].is_file() and key not in jobs:
+                    scratch = tmp_path_factory.mktemp(f"{key[0]}-{student}")
+                    jobs[key] = pool.submit(autograde_one, notebook, student, scratch, threads)
+        yield jobs
+        for job in jobs.values():
+            job.cancel()
+
+
 @pytest.mark.parametrize("notebook", notebook_params())
-def test_autograde_gives_solution_full_marks_and_release_zero(notebook, tmp_path, monkeypatch):
+def test_autograde_gives_solution_full_marks_and_release_zero(notebook, autograde_jobs, monkeypatch):
     from nbgrader.api import Gradebook
 
     name = notebook.parent.name
-    released_path = COURSE / name / f"{name}.ipynb"
-    assert released_path.is_file(), f"course/{name}/{name}.ipynb is missing; run `make course`"
-
-    root = tmp_path / "course-root"
-    release.make_scratch_course(SOLUTIONS, [name], root)
-    env = release.nbgrader_env(tmp_path)
-    # With the gradebook this time: it records the graded cells and points autograde needs.
-    release.run_nbgrader(root, env, "generate_assignment", name, "--force")
-    submissions = {"reference": notebook, "blank": released_path}
-    for student, source in submissions.items():
-        folder = root / "submitted" / student / name
-        folder.mkdir(parents=True)
-        shutil.copyfile(source, folder / f"{name}.ipynb")
-    log = release.run_nbgrader(root, env, "autograde", name, "--force")
-
-    graded = {}
-    for student in submissions:
-        path = root / "autograded" / student / name / f"{name}.ipynb"
-        assert path.is_file(), (
-            f"autograde produced nothing for {student} (did the kernel die?)\n{log[-3000:]}"
-        )
-        executed = nbformat.read(path, as_version=4)
-        graded[student] = {grading_metadata(c).get("grade_id"): c for c in executed.cells}
-
+    assert submissions(notebook)["blank"].is_file(), (
+        f"course/{name}/{name}.ipynb is missing; run `make course`"
+    )
     test_ids = {grading_metadata(c)["grade_id"] for c in nbformat.read(notebook, 4).cells if is_test_cell(c)}
-    monkeypatch.setenv("PATH", env["PATH"])  # the Gradebook runs `alembic` from PATH
-    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
-        scores = {
-            student: {
-                grade.name: (grade.auto_score, grade.max_score)
-                for grade in gradebook.find_submission_notebook(name, name, student).grades
-            }
-            for student in submissions
-        }
+    monkeypatch.setenv("PATH", release.path_with_this_python())  # the Gradebook runs `alembic`
+
+    scores, executed = {}, {}
+    for student in ("reference", "blank"):
+        root, log = autograde_jobs[(name, student)].result()
+        path = root / "autograded" / student / name / f"{name}.ipynb"
+        assert path.is_file(), f"autograde produced nothing for {student} (kernel died?)\n{log[-3000:]}"
+        cells = nbformat.read(path, as_version=4).cells
+        executed[student] = {grading_metadata(c).get("grade_id"): c for c in cells}
+        with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+            grades = gradebook.find_submission_notebook(name, name, student).grades
+            scores[student] = {grade.name: (grade.auto_score, grade.max_score) for grade in grades}
 
     assert test_ids and test_ids <= set(scores["reference"]), f"{name}: gradebook lacks the test cells"
     problems = []
     for grade_id in sorted(test_ids):
         score, max_score = scores["reference"][grade_id]
         if score != max_score:
-            cell = graded["reference"][grade_id]
-            problems.append(f"solution scores {score}/{max_score} on {grade_id}: {describe_outputs(cell)}")
+            details = describe_outputs(executed["reference"][grade_id])
+            problems.append(f"solution scores {score}/{max_score} on {grade_id}: {details}")
     for grade_id, (score, max_score) in sorted(scores["blank"].items()):
         if score != 0:
             problems.append(

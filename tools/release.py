@@ -62,12 +62,17 @@ def find_assignments(solutions_dir: Path) -> list[str]:
     return names
 
 
+def path_with_this_python() -> str:
+    """PATH with this interpreter's bin folder first: nbgrader runs `alembic` from PATH."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
 def nbgrader_env(scratch: Path) -> dict[str, str]:
     """Environment for running nbgrader (and the kernels it starts) with this Python.
 
-    nbgrader runs the `alembic` command from PATH, so this interpreter's bin folder goes first.
-    The "python3" kernel is pinned to this interpreter through a kernelspec in ``scratch``, which
-    JUPYTER_PATH puts ahead of any kernelspec or nbgrader config in the user's home.
+    The "python3" kernel is pinned to this interpreter by a kernelspec in ``scratch`` that
+    JUPYTER_PATH puts ahead of any other; an empty JUPYTER_CONFIG_DIR keeps the user's own
+    Jupyter and nbgrader settings out, so only the course's nbgrader_config.py applies.
     """
     kernel_dir = scratch / "jupyter-data" / "kernels" / "python3"
     kernel_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +85,7 @@ def nbgrader_env(scratch: Path) -> dict[str, str]:
     (scratch / "jupyter-config").mkdir(exist_ok=True)
 
     env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PATH"] = path_with_this_python()
     env["JUPYTER_PATH"] = str(scratch / "jupyter-data")
     env["JUPYTER_CONFIG_DIR"] = str(scratch / "jupyter-config")
     env.pop("NBGRADER_EXECUTION", None)

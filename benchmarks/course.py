@@ -1,0 +1,170 @@
+"""Benchmarks 3 and 4: what running the course costs a learner, and what grading it costs a server.
+
+3. Every solution notebook runs under ``pytest --nbval-lax`` in its own subprocess, one after the
+   other (as ``make test`` runs them), all sharing one fresh feature cache (``TL_CACHE``): the first
+   notebook that extracts features pays for it and later ones reuse the cache, as for a learner who
+   works through the course in order on a new machine.
+4. Each reference notebook is handed in as a complete submission in a throwaway nbgrader course
+   and graded with ``nbgrader autograde``, which runs it with ``NBGRADER_EXECUTION`` set (heavy
+   cells skip, as on a grading server).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from .measure import run_measured
+
+REPO = Path(__file__).resolve().parent.parent
+COURSE_SECONDS_BUDGET = 600
+COURSE_MEMORY_BUDGET = 3 * 1024**3
+GRADING_SECONDS_BUDGET = 30
+STUDENT = "benchmark"
+
+
+def _release_tool(repo: Path):
+    """tools/release.py, which knows how to lay out a scratch nbgrader course and pin its kernel."""
+    spec = importlib.util.spec_from_file_location("tl_release", repo / "tools" / "release.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def solution_notebooks(solutions_dir: Path) -> list[Path]:
+    """The reference notebooks, ``solutions/<name>/<name>.ipynb``, in course order."""
+    return sorted(
+        folder / f"{folder.name}.ipynb"
+        for folder in solutions_dir.glob("[0-9]*")
+        if (folder / f"{folder.name}.ipynb").is_file()
+    )
+
+
+def benchmark_course(notebooks: list[Path], *, repo: Path = REPO, timeout: float = 1800.0, log=print) -> dict:
+    """Run each notebook under ``pytest --nbval-lax`` in a subprocess; wall time and peak memory each."""
+    release = _release_tool(repo)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tl-bench-course-") as scratch_name:
+        scratch = Path(scratch_name)
+        env = release.nbgrader_env(scratch)
+        env["TL_CACHE"] = str(scratch / "cache")
+        for notebook in notebooks:
+            command = [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider"]
+            run = run_measured([*command, str(notebook)], cwd=repo, env=env, timeout=timeout)
+            row = {
+                "notebook": notebook.parent.name,
+                "passed": run.returncode == 0,
+                "seconds": run.seconds,
+                "peak_rss_bytes": run.peak_rss_bytes,
+                "peak_tree_rss_bytes": run.peak_tree_rss_bytes,
+            }
+            if run.returncode != 0:
+                row["output_tail"] = run.output_tail[-1500:]
+            log(
+                f"  {row['notebook']}: {'passed' if row['passed'] else 'FAILED'} in {run.seconds:.0f} s, "
+                f"peak RSS {run.peak_rss_bytes / 1024**2:.0f} MiB"
+            )
+            rows.append(row)
+    total = sum(row["seconds"] for row in rows)
+    peak = max((row["peak_rss_bytes"] for row in rows), default=0)
+    targets = [
+        {
+            "target": f"all notebooks in <= {COURSE_SECONDS_BUDGET // 60} min",
+            "measured": f"{total:.0f} s",
+            "passed": total <= COURSE_SECONDS_BUDGET,
+        },
+        {
+            "target": f"peak kernel RSS <= {COURSE_MEMORY_BUDGET / 1024**3:.0f} GB",
+            "measured": f"{peak / 1024**3:.2f} GB",
+            "passed": peak <= COURSE_MEMORY_BUDGET,
+        },
+        {
+            "target": "every notebook passes under nbval",
+            "measured": f"{sum(row['passed'] for row in rows)}/{len(rows)}",
+            "passed": all(row["passed"] for row in rows),
+        },
+    ]
+    return {
+        "command": "pytest --nbval-lax -q -p no:cacheprovider solutions/<nb>/<nb>.ipynb, one subprocess each",
+        "memory_method": (
+            "largest resident set of any process in the run (the Jupyter kernel), from the rusage "
+            "that wait4 returns; the tree column adds up pytest and the kernel, polled every 0.2 s"
+        ),
+        "notebooks": rows,
+        "total_seconds": total,
+        "peak_rss_bytes": peak,
+        "targets": targets,
+        "passed": all(target["passed"] for target in targets),
+    }
+
+
+def _submission_score(root: Path, env: dict, assignment: str) -> tuple[float, float]:
+    from nbgrader.api import Gradebook
+
+    previous_path = os.environ.get("PATH", "")
+    os.environ["PATH"] = env["PATH"]  # the Gradebook runs `alembic` from PATH
+    try:
+        with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
+            submission = gradebook.find_submission(assignment, STUDENT)
+            return submission.score, submission.max_score
+    finally:
+        os.environ["PATH"] = previous_path
+
+
+def benchmark_grading(
+    solutions_dir: Path, assignments: list[str], *, repo: Path = REPO, timeout: float = 900.0, log=print
+) -> dict:
+    """Autograde each reference notebook as one complete submission; seconds and score per assignment."""
+    release = _release_tool(repo)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tl-bench-grading-") as scratch_name:
+        scratch = Path(scratch_name)
+        root = scratch / "course-root"
+        release.make_scratch_course(solutions_dir, assignments, root)
+        env = release.nbgrader_env(scratch)
+        env["TL_CACHE"] = str(scratch / "cache")
+        for name in assignments:
+            release.run_nbgrader(root, env, "generate_assignment", name, "--force")
+            handed_in = root / "submitted" / STUDENT / name
+            handed_in.mkdir(parents=True)
+            shutil.copyfile(solutions_dir / name / f"{name}.ipynb", handed_in / f"{name}.ipynb")
+            command = [sys.executable, "-m", "nbgrader", "autograde", name, "--student", STUDENT, "--force"]
+            run = run_measured(command, cwd=root, env=env, timeout=timeout)
+            score, max_score = _submission_score(root, env, name) if run.returncode == 0 else (0.0, None)
+            row = {
+                "assignment": name,
+                "graded": run.returncode == 0,
+                "seconds": run.seconds,
+                "score": score,
+                "max_score": max_score,
+                "peak_rss_bytes": run.peak_rss_bytes,
+            }
+            if run.returncode != 0:
+                row["output_tail"] = run.output_tail[-1500:]
+            log(f"  {name}: {score}/{max_score} points in {run.seconds:.1f} s")
+            rows.append(row)
+    slowest = max((row["seconds"] for row in rows), default=0.0)
+    full_marks = sum(row["graded"] and row["score"] == row["max_score"] for row in rows)
+    targets = [
+        {
+            "target": f"each submission graded in <= {GRADING_SECONDS_BUDGET} s",
+            "measured": f"slowest {slowest:.1f} s",
+            "passed": slowest <= GRADING_SECONDS_BUDGET,
+        },
+        {
+            "target": "reference solutions get full marks",
+            "measured": f"{full_marks}/{len(rows)}",
+            "passed": full_marks == len(rows),
+        },
+    ]
+    return {
+        "command": f"nbgrader autograde <assignment> --student {STUDENT} --force",
+        "assignments": rows,
+        "total_seconds": sum(row["seconds"] for row in rows),
+        "targets": targets,
+        "passed": all(target["passed"] for target in targets),
+    }

@@ -1,0 +1,327 @@
+"""Writing the results: results.json (everything), results.md (the tables) and benchmarks.png (the plot)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .strategies import FEATURE_EXTRACTION_TARGET
+
+SECTION_TITLES = {
+    "head": "1. Training the head: textbook loop vs cached features",
+    "strategies": "2. Strategy comparison",
+    "efficiency": "2b. Data efficiency of feature extraction",
+    "course": "3. Cost of running the course (solution notebooks under nbval)",
+    "grading": "4. Cost of grading (nbgrader autograde, one complete submission)",
+}
+PLOT_NAME = "benchmarks.png"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_results(out_dir: Path) -> dict:
+    """The results.json in ``out_dir``, or an empty record when there is none yet."""
+    path = out_dir / "results.json"
+    if not path.is_file():
+        return {"sections": {}}
+    return json.loads(path.read_text())
+
+
+def _bytes(value) -> str:
+    if value is None:
+        return "n/a"
+    if value >= 1024**3:
+        return f"{value / 1024**3:.2f} GiB"
+    return f"{value / 1024**2:.0f} MiB"
+
+
+def _verdict(passed: bool) -> str:
+    return "PASS" if passed else "**MISS**"
+
+
+def _acc(mean: float, std: float | None = None) -> str:
+    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
+
+
+def _targets_table(targets: list[dict]) -> list[str]:
+    lines = ["| target | measured | result |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['measured']} | {_verdict(t['passed'])} |" for t in targets]
+    return lines
+
+
+def _machine_line(machine: dict) -> str:
+    device = machine["device_name"] if machine["device"] == "cuda" else f"CPU only ({machine['cpu']})"
+    return (
+        f"Measured {machine['date']} on {device}, {machine['cpu_cores']} CPU cores "
+        f"({machine['torch_threads']} torch threads), torch {machine['torch']}, "
+        f"torchvision {machine['torchvision']}, Python {machine['python']}; backbone "
+        f"`{machine.get('backbone', 'n/a')}`; 1-min load average at the start: "
+        f"{machine['load_average_1min']}."
+    )
+
+
+def _head_section(head: dict) -> list[str]:
+    s, textbook, cached = head["settings"], head["textbook"], head["cached"]
+    lines = [
+        f"{s['epochs']} epochs, batch {s['batch_size']}, Adam lr {s['lr']:g}, seed {s['seed']}, "
+        f"{s['train_images']} training and {s['val_images']} validation images, {s['transforms']}; "
+        "same head initialisation and batch order on both paths.",
+        "",
+        "| path | val acc | wall time | where the time goes | peak memory |",
+        "|---|---|---|---|---|",
+        f"| textbook loop (frozen backbone runs on every batch of every epoch) | {textbook['val_acc']:.3f} "
+        f"| {textbook['seconds']:.1f} s | {textbook['seconds_per_epoch']:.1f} s per epoch, "
+        f"{textbook['validation_seconds']:.1f} s validation | {_bytes(textbook['peak_memory_bytes'])} |",
+        f"| `tl.extract_features` once + `tl.train_linear_head` | {cached['val_acc']:.3f} "
+        f"| {cached['seconds']:.1f} s | {cached['extraction_seconds']:.1f} s extraction (train + val), "
+        f"{cached['head_seconds']:.1f} s head | {_bytes(cached['peak_memory_bytes'])} |",
+        "",
+        f"Speed-up: **{head['speedup']:.1f}x**; accuracy difference (cached - textbook): "
+        f"{head['accuracy_difference']:+.3f}.",
+        "",
+        *_targets_table(head["targets"]),
+    ]
+    needed = head.get("epochs_for_target")
+    if needed is not None:
+        lines += [
+            "",
+            f"Note: the textbook loop pays about {textbook['seconds_per_epoch']:.1f} s for every epoch, "
+            f"the cached path pays {cached['extraction_seconds']:.1f} s once, so the speed-up grows with "
+            f"the number of epochs; at these measured costs it passes 10x from {needed} epochs.",
+        ]
+    return lines
+
+
+STRATEGY_LABELS = {
+    "scratch": "from scratch (random init, all layers)",
+    "feature_extraction": "feature extraction (frozen backbone, linear head on cached features)",
+    "fine_tuning": "full fine-tuning at a lower LR",
+    "discriminative": "fine-tuning with discriminative LRs (`tl.param_groups`)",
+    "two_stage": "two-stage: head first, then unfreeze everything",
+}
+
+
+def _strategy_epochs(name: str, s: dict) -> str:
+    if name == "feature_extraction":
+        return f"{s['head_epochs']} (head)"
+    if name == "two_stage":
+        return f"{s['head_epochs']} (head) + {s['finetune_epochs']}"
+    return str(s["finetune_epochs"])
+
+
+def _strategy_lr(name: str, s: dict) -> str:
+    return {
+        "scratch": f"{s['scratch_lr']:g}",
+        "feature_extraction": f"{s['head_lr']:g}",
+        "fine_tuning": f"{s['finetune_lr']:g}",
+        "discriminative": f"head {s['head_lr']:g}, backbone {s['finetune_lr']:g}",
+        "two_stage": f"{s['head_lr']:g}, then {s['finetune_lr']:g}",
+    }[name]
+
+
+def _strategies_section(section: dict) -> list[str]:
+    s = section["settings"]
+    seeds = len(s["seeds"])
+    lines = []
+    if seeds < 3:
+        lines += [f"**Reduced run: {seeds} seed(s) instead of 3** (see the note below).", ""]
+    lines += [
+        f"Seeds {s['seeds']}; batch {s['batch_size']}; Adam; {s['train_images']} training images "
+        f"(random resized crop + flip for the trained-end-to-end strategies, eval preprocessing for "
+        f"feature extraction); accuracy on all {s['val_images']} validation images after the last epoch.",
+        "",
+        "| strategy | epochs | LR | val acc (mean ± std) | wall time per run | trainable params "
+        "| peak memory |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, result in section["strategies"].items():
+        lines.append(
+            f"| {STRATEGY_LABELS.get(name, name)} | {_strategy_epochs(name, s)} | {_strategy_lr(name, s)} "
+            f"| {_acc(result['val_acc_mean'], result['val_acc_std'])} | {result['seconds_mean']:.0f} s "
+            f"| {result['trainable_parameters']:,} | {_bytes(result['peak_memory_bytes'])} |"
+        )
+    lines += ["", *_targets_table(section["targets"])]
+    return lines
+
+
+def _efficiency_section(section: dict) -> list[str]:
+    s = section["settings"]
+    lines = [
+        f"Linear head on cached features, trained on a seeded random subset ({len(s['seeds'])} seeds: "
+        f"{s['seeds']}); every subset gets {s['optimizer_steps']} optimizer steps (Adam lr {s['lr']:g}, "
+        f"batch {s['batch_size']}); accuracy on all {s['val_images']} validation images.",
+        "",
+        "| training images per class | training images | epochs | val acc (mean ± std) |",
+        "|---|---|---|---|",
+    ]
+    for row in section["rows"]:
+        lines.append(
+            f"| {row['per_class']} | {row['train_images']} | {row['epochs']} "
+            f"| {_acc(row['val_acc_mean'], row['val_acc_std'])} |"
+        )
+    return lines
+
+
+def _course_section(section: dict) -> list[str]:
+    lines = [
+        f"Command: `{section['command']}`. Memory: {section['memory_method']}.",
+        "",
+        "| notebook | nbval | wall time | peak RSS (kernel) | peak RSS (pytest + kernel) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in section["notebooks"]:
+        lines.append(
+            f"| {row['notebook']} | {'passed' if row['passed'] else '**failed**'} | {row['seconds']:.0f} s "
+            f"| {_bytes(row['peak_rss_bytes'])} | {_bytes(row['peak_tree_rss_bytes'])} |"
+        )
+    lines.append(
+        f"| **total** | | **{section['total_seconds']:.0f} s** | {_bytes(section['peak_rss_bytes'])} | |"
+    )
+    missing = section.get("missing")
+    if missing:
+        lines += ["", f"Not measured (no solution notebook yet): {', '.join(missing)}."]
+    return [*lines, "", *_targets_table(section["targets"])]
+
+
+def _grading_section(section: dict) -> list[str]:
+    if section.get("not_measured"):
+        return [f"Not measured: {section['not_measured']}"]
+    lines = [
+        f"Command: `{section['command']}`, the reference notebook handed in as the submission.",
+        "",
+        "| assignment | score | wall time | peak RSS |",
+        "|---|---|---|---|",
+    ]
+    for row in section["assignments"]:
+        lines.append(
+            f"| {row['assignment']} | {row['score']}/{row['max_score']} | {row['seconds']:.1f} s "
+            f"| {_bytes(row['peak_rss_bytes'])} |"
+        )
+    lines.append(f"| **all** | | **{section['total_seconds']:.1f} s** | |")
+    return [*lines, "", *_targets_table(section["targets"])]
+
+
+RENDERERS = {
+    "head": _head_section,
+    "strategies": _strategies_section,
+    "efficiency": _efficiency_section,
+    "course": _course_section,
+    "grading": _grading_section,
+}
+
+
+def render_markdown(results: dict) -> str:
+    """The Markdown report: one table (and its targets) per measured section, in a fixed order."""
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`python -m benchmarks`; `--only head,course` for a subset) from "
+        "`results.json`; do not edit by hand. PASS/MISS compare with the targets of the issue; the "
+        "targets are never adjusted to the results.",
+        "",
+        f"Peak memory on CPU: {results.get('cpu_memory_method', 'n/a')}. On CUDA: "
+        "`torch.cuda.max_memory_allocated`.",
+        "",
+    ]
+    for key, title in SECTION_TITLES.items():
+        section = results["sections"].get(key)
+        if section is None:
+            continue
+        lines += [f"## {title}", "", _machine_line(section["machine"]), ""]
+        lines += RENDERERS[key](section)
+        for note in section.get("notes", []):
+            lines += ["", f"Note: {note}"]
+        lines.append("")
+    lines.append(f"![benchmark plots]({PLOT_NAME})")
+    return "\n".join(lines) + "\n"
+
+
+def render_plot(results: dict, path: Path) -> bool:
+    """Draw the measured sections side by side into ``path``; False when there is nothing to draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sections = results["sections"]
+    panels = [key for key in ("head", "strategies", "efficiency", "course") if key in sections]
+    if not panels:
+        return False
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), squeeze=False)
+    for axis, key in zip(axes[0], panels, strict=True):
+        section = sections[key]
+        if key == "head":
+            seconds = [section["textbook"]["seconds"], section["cached"]["seconds"]]
+            bars = axis.bar(["textbook loop", "cached features"], seconds, color=["#999999", "#2a7ab0"])
+            for bar, part in zip(bars, ("textbook", "cached"), strict=True):
+                axis.annotate(
+                    f"acc {section[part]['val_acc']:.3f}",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                )
+            axis.set_ylabel("wall time (s)")
+            axis.set_title(f"Head, {section['settings']['epochs']} epochs: {section['speedup']:.1f}x faster")
+        elif key == "strategies":
+            names = list(section["strategies"])
+            means = [section["strategies"][n]["val_acc_mean"] for n in names]
+            stds = [section["strategies"][n]["val_acc_std"] for n in names]
+            axis.bar(range(len(names)), means, yerr=stds, capsize=4, color="#2a7ab0")
+            axis.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=8)
+            axis.axhline(FEATURE_EXTRACTION_TARGET, color="#999999", linestyle="--", linewidth=1)
+            axis.set_ylim(0.4, 1.02)
+            axis.set_ylabel("val accuracy (mean ± std)")
+            axis.set_title(f"Strategies ({len(section['settings']['seeds'])} seeds)")
+        elif key == "efficiency":
+            rows = section["rows"]
+            sizes = [row["train_images"] for row in rows]
+            means = [row["val_acc_mean"] for row in rows]
+            stds = [row["val_acc_std"] for row in rows]
+            axis.errorbar(sizes, means, yerr=stds, marker="o", capsize=4)
+            axis.set_xscale("log")
+            axis.set_xticks(sizes, [f"{row['per_class']}\n({row['train_images']})" for row in rows])
+            axis.minorticks_off()
+            axis.axhline(FEATURE_EXTRACTION_TARGET, color="#999999", linestyle="--", linewidth=1)
+            axis.set_ylim(0.4, 1.02)
+            axis.set_xlabel("training images per class (in all)")
+            axis.set_ylabel("val accuracy (mean ± std)")
+            axis.set_title("Feature extraction with less data")
+        else:
+            rows = section["notebooks"]
+            axis.barh([row["notebook"] for row in rows], [row["seconds"] for row in rows], color="#2a7ab0")
+            axis.invert_yaxis()
+            axis.set_xlabel("seconds under nbval")
+            axis.set_title(f"Course: {section['total_seconds']:.0f} s in total")
+    figure.tight_layout()
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(handle)
+    try:
+        figure.savefig(temporary, dpi=110)
+        os.replace(temporary, path)
+    finally:
+        plt.close(figure)
+        Path(temporary).unlink(missing_ok=True)
+    return True
+
+
+def write_results(results: dict, out_dir: Path) -> list[Path]:
+    """Write results.json, results.md and the plot into ``out_dir``; return the written paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / "results.json", out_dir / "results.md"]
+    _atomic_write(written[0], (json.dumps(results, indent=1) + "\n").encode())
+    _atomic_write(written[1], render_markdown(results).encode())
+    if render_plot(results, out_dir / PLOT_NAME):
+        written.append(out_dir / PLOT_NAME)
+    return written
