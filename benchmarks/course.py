@@ -44,14 +44,19 @@ def solution_notebooks(solutions_dir: Path) -> list[Path]:
     )
 
 
-def benchmark_course(notebooks: list[Path], *, repo: Path = REPO, timeout: float = 1800.0, log=print) -> dict:
-    """Run each notebook under ``pytest --nbval-lax`` in a subprocess; wall time and peak memory each."""
+def benchmark_course(
+    notebooks: list[Path], data_root: Path, *, repo: Path = REPO, timeout: float = 1800.0, log=print
+) -> dict:
+    """Run each notebook under ``pytest --nbval-lax`` in a subprocess; wall time and peak memory each.
+
+    ``data_root`` is the ants-vs-bees folder the notebooks get through ``TL_DATA``.
+    """
     release = _release_tool(repo)
     rows = []
     with tempfile.TemporaryDirectory(prefix="tl-bench-course-") as scratch_name:
         scratch = Path(scratch_name)
         env = release.nbgrader_env(scratch)
-        env["TL_CACHE"] = str(scratch / "cache")
+        env.update(TL_CACHE=str(scratch / "cache"), TL_DATA=str(data_root))
         for notebook in notebooks:
             command = [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider"]
             run = run_measured([*command, str(notebook)], cwd=repo, env=env, timeout=timeout)
@@ -116,9 +121,18 @@ def _submission_score(root: Path, env: dict, assignment: str) -> tuple[float, fl
 
 
 def benchmark_grading(
-    solutions_dir: Path, assignments: list[str], *, repo: Path = REPO, timeout: float = 900.0, log=print
+    solutions_dir: Path,
+    assignments: list[str],
+    data_root: Path,
+    *,
+    repo: Path = REPO,
+    timeout: float = 900.0,
+    log=print,
 ) -> dict:
-    """Autograde each reference notebook as one complete submission; seconds and score per assignment."""
+    """Autograde each reference notebook as one complete submission; seconds and score per assignment.
+
+    ``data_root`` is the ants-vs-bees folder the notebooks get through ``TL_DATA``.
+    """
     release = _release_tool(repo)
     rows = []
     with tempfile.TemporaryDirectory(prefix="tl-bench-grading-") as scratch_name:
@@ -126,7 +140,7 @@ def benchmark_grading(
         root = scratch / "course-root"
         release.make_scratch_course(solutions_dir, assignments, root)
         env = release.nbgrader_env(scratch)
-        env["TL_CACHE"] = str(scratch / "cache")
+        env.update(TL_CACHE=str(scratch / "cache"), TL_DATA=str(data_root))
         for name in assignments:
             release.run_nbgrader(root, env, "generate_assignment", name, "--force")
             handed_in = root / "submitted" / STUDENT / name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -63,11 +64,12 @@ def _targets_table(targets: list[dict]) -> list[str]:
 
 def _machine_line(machine: dict) -> str:
     device = machine["device_name"] if machine["device"] == "cuda" else f"CPU only ({machine['cpu']})"
+    reason = f" ({machine['backbone_reason']})" if machine.get("backbone_reason") else ""
     return (
         f"Measured {machine['date']} on {device}, {machine['cpu_cores']} CPU cores "
         f"({machine['torch_threads']} torch threads), torch {machine['torch']}, "
         f"torchvision {machine['torchvision']}, Python {machine['python']}; backbone "
-        f"`{machine.get('backbone', 'n/a')}`; 1-min load average at the start: "
+        f"`{machine.get('backbone', 'n/a')}`{reason}; 1-min load average at the start: "
         f"{machine['load_average_1min']}."
     )
 
@@ -152,6 +154,15 @@ def _strategies_section(section: dict) -> list[str]:
             f"| {_acc(result['val_acc_mean'], result['val_acc_std'])} | {result['seconds_mean']:.0f} s "
             f"| {result['trainable_parameters']:,} | {_bytes(result['peak_memory_bytes'])} |"
         )
+    fine_tuning = section["strategies"].get("fine_tuning")
+    if fine_tuning is not None:
+        per_epoch = fine_tuning["seconds_mean"] / s["finetune_epochs"]
+        lines += [
+            "",
+            f"One end-to-end run costs about {per_epoch:.0f} s per epoch here (full fine-tuning's wall "
+            "time divided by its epochs, one validation pass included); that cost decided the epochs "
+            "of the end-to-end strategies, which all get the same number.",
+        ]
     lines += ["", *_targets_table(section["targets"])]
     return lines
 
@@ -171,7 +182,45 @@ def _efficiency_section(section: dict) -> list[str]:
             f"| {row['per_class']} | {row['train_images']} | {row['epochs']} "
             f"| {_acc(row['val_acc_mean'], row['val_acc_std'])} |"
         )
+    ceiling, wrong = section["head_ceiling"], section["always_wrong"]
+    lines += [
+        "",
+        f"Diagnosis: with all training images, {len(wrong)} validation images are misclassified by the "
+        f"head of every seed ({', '.join(f'`{name}`' for name in wrong) or 'none'}). The best of "
+        f"{ceiling['settings_tried']} head settings (lr, weight decay, epochs), picked on the validation "
+        f"set itself and so optimistic, reaches {ceiling['val_acc']:.3f} (lr {ceiling['lr']:g}, weight "
+        f"decay {ceiling['weight_decay']:g}, {ceiling['epochs']} epochs): an upper bound for a linear "
+        "head on these features.",
+    ]
     return lines
+
+
+def _feature_extraction_note(results: dict) -> str | None:
+    """Why feature extraction missed its target, from the numbers of sections 2 and 2b."""
+    strategies = results["sections"].get("strategies")
+    extraction = strategies and strategies["strategies"].get("feature_extraction")
+    if not extraction or extraction["val_acc_mean"] >= FEATURE_EXTRACTION_TARGET:
+        return None
+    val_images = strategies["settings"]["val_images"]
+    needed = math.ceil(FEATURE_EXTRACTION_TARGET * val_images)
+    correct = extraction["val_acc_mean"] * val_images
+    note = (
+        f"feature extraction gets {correct:.1f} of {val_images} validation images right on average; "
+        f"{FEATURE_EXTRACTION_TARGET} needs {needed}, so it misses by {needed - correct:.1f} image(s)."
+    )
+    efficiency = results["sections"].get("efficiency")
+    if efficiency is not None:
+        ceiling = efficiency["head_ceiling"]["val_acc"]
+        if ceiling < FEATURE_EXTRACTION_TARGET:
+            verdict = "so no head setting closes the gap: the limit is the backbone's features"
+        else:
+            verdict = "so a head tuned on the validation set would pass; the course's settings do not"
+        note += (
+            f" The best head found by tuning on the validation set itself reaches {ceiling:.3f} (section "
+            f"2b), {verdict} (`{strategies['machine'].get('backbone')}`), and "
+            f"{len(efficiency['always_wrong'])} validation images are wrong for every seed."
+        )
+    return note
 
 
 def _course_section(section: dict) -> list[str]:
@@ -241,7 +290,10 @@ def render_markdown(results: dict) -> str:
             continue
         lines += [f"## {title}", "", _machine_line(section["machine"]), ""]
         lines += RENDERERS[key](section)
-        for note in section.get("notes", []):
+        notes = list(section.get("notes", []))
+        if key == "strategies" and _feature_extraction_note(results):
+            notes.insert(0, _feature_extraction_note(results))
+        for note in notes:
             lines += ["", f"Note: {note}"]
         lines.append("")
     lines.append(f"![benchmark plots]({PLOT_NAME})")

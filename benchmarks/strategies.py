@@ -22,6 +22,7 @@ import copy
 import math
 import statistics
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -249,6 +250,36 @@ def _per_class_subset(labels: torch.Tensor, per_class: int | None, seed: int) ->
     return torch.cat(chosen).sort().values
 
 
+# Head settings tried by the ceiling diagnosis: learning rate, weight decay, epochs.
+CEILING_GRID = [(lr, wd, epochs) for lr in (1e-4, 1e-3, 1e-2) for wd in (0.0, 1e-2) for epochs in (30, 100)]
+
+
+def head_ceiling(
+    train_features, train_labels, val_features, val_labels, *, batch_size=32, device=None
+) -> dict:
+    """The best final validation accuracy of a linear head over ``CEILING_GRID`` (seed 0).
+
+    Chosen on the validation set itself, so it is optimistic: an upper bound for what tuning the
+    head could do with these features, used only to explain a missed target, never to pass one.
+    """
+    best = None
+    for lr, weight_decay, epochs in CEILING_GRID:
+        _, history = train_linear_head(
+            train_features,
+            train_labels,
+            val_features,
+            val_labels,
+            epochs=epochs,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            device=device,
+        )
+        if best is None or history.val_acc[-1] > best["val_acc"]:
+            best = {"val_acc": history.val_acc[-1], "lr": lr, "weight_decay": weight_decay, "epochs": epochs}
+    return best | {"settings_tried": len(CEILING_GRID)}
+
+
 def benchmark_data_efficiency(
     backbone,
     train_plain,
@@ -275,6 +306,7 @@ def benchmark_data_efficiency(
     steps = epochs * math.ceil(len(train_labels) / batch_size)
     smallest_class = int(torch.bincount(train_labels).min())
     rows = []
+    always_wrong = None
     for size in per_class:
         if size is not None and size > smallest_class:
             continue
@@ -282,7 +314,7 @@ def benchmark_data_efficiency(
         for seed in seeds:
             chosen = _per_class_subset(train_labels, size, seed)
             subset_epochs = math.ceil(steps / math.ceil(len(chosen) / batch_size))
-            _, history = train_linear_head(
+            head, history = train_linear_head(
                 train_features[chosen],
                 train_labels[chosen],
                 val_features,
@@ -294,6 +326,11 @@ def benchmark_data_efficiency(
                 device=device,
             )
             accuracies.append(history.val_acc[-1])
+            if size is None:
+                with torch.no_grad():
+                    predictions = head(val_features).argmax(dim=1)
+                wrong = set((predictions != val_labels).nonzero().flatten().tolist())
+                always_wrong = wrong if always_wrong is None else always_wrong & wrong
         rows.append(
             {
                 "per_class": size if size is not None else "all",
@@ -304,7 +341,11 @@ def benchmark_data_efficiency(
                 "val_acc_runs": accuracies,
             }
         )
+    samples = getattr(val, "samples", None)
+    names = [str(Path(path).relative_to(val.root)) for path, _ in samples] if samples else None
     return {
+        "head_ceiling": head_ceiling(train_features, train_labels, val_features, val_labels, device=device),
+        "always_wrong": sorted(names[i] if names else str(i) for i in always_wrong or ()),
         "settings": {
             "seeds": list(seeds),
             "optimizer_steps": steps,

@@ -5,6 +5,7 @@ the checks that grade them (``tlhelpers.checks``), pretrained backbones that
 also work offline, the ants-vs-bees data, training utilities and plots.
 """
 
+from . import plots
 from .data import (
     eval_transforms,
     image_folder,
@@ -13,7 +14,6 @@ from .data import (
     train_transforms,
     verify_image_folder,
 )
-from . import plots
 from .imagenet import preprocess, top_k
 from .models import (
     Backbone,

@@ -509,8 +509,10 @@ FRAME_ATTRIBUTES = {
 def extract_definitions(source: str) -> tuple[str, list[str]]:
     """The definitions in an answer cell: imports, functions, classes, constants; and what was dropped.
 
-    Top-level statements that do anything else (prints, demos, assignments to attributes) are left
-    out, so they cannot run before or during the re-check.
+    A constant is an assignment to plain names of a value that calls nothing, such as
+    ``BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)``. Top-level statements that do anything else
+    (prints, demos, calls, assignments to attributes) are left out, so they cannot run before or
+    during the re-check.
     """
     tree = ast.parse(source)
     kept, dropped = [], []
@@ -518,9 +520,8 @@ def extract_definitions(source: str) -> tuple[str, list[str]]:
         keep = isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef))
         if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            with contextlib.suppress(ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                ast.literal_eval(node.value)
-                keep = all(isinstance(t, ast.Name) for t in targets)
+            calls = any(isinstance(n, (ast.Call, ast.NamedExpr, ast.Await)) for n in ast.walk(node.value))
+            keep = not calls and all(isinstance(t, ast.Name) for t in targets)
         (kept if keep else dropped).append(ast.unparse(node))
     return "\n\n".join(kept), dropped
 
@@ -701,13 +702,10 @@ _MISSING = object()
 _VOLATILE_GLOBALS = {"__warningregistry__", "_once_registry", "_filters_version"}
 
 
-def verify(
-    jobs: list[dict], *, course: Path, env: dict, limits: Limits
-) -> tuple[dict[tuple[str, str], dict], str]:
+def verify(jobs: list[dict], *, course: Path, env: dict, limits: Limits) -> dict[tuple[str, str], dict]:
     """Re-check the exercises of ``jobs`` in fresh processes; results by (assignment, grade_id).
 
     A crash or time-out fails the test that was running and the worker restarts for the rest.
-    Returns (results, a note when the worker itself could not run).
     """
     results: dict[tuple[str, str], dict] = {}
     pending = [dict(job, tests=list(job["tests"])) for job in jobs if job["tests"]]
@@ -763,7 +761,7 @@ def verify(
     ]
     for key in missing:
         results[key] = {"passed": False, "message": "the re-check reported nothing"}
-    return results, ""
+    return results
 
 
 # --------------------------------------------------------------------------- one student
@@ -784,7 +782,7 @@ def _read_gradebook(course: Path, names: list[str]) -> dict[str, dict[str, tuple
     return scores
 
 
-def _failure_reason(log: str, completed: Completed, name: str) -> str:
+def _failure_reason(log: str, completed: Completed) -> str:
     if completed.stopped:
         return f"nbgrader was {completed.stopped}"
     for pattern, reason in (
@@ -875,29 +873,16 @@ def grade_student(
         if ok:
             usable.append(name)
 
-    autograde_scores, autograde_failures = {}, {}
-    if usable:
-        timeout = min(limits.student_timeout, 60 + len(usable) * limits.cell_timeout * 10)
-        args = ["autograde", "--force", f"--student={LEARNER_ID}", f"--Execute.timeout={limits.cell_timeout}"]
-        args += ["--Execute.execute_retries=0", "--Execute.startup_timeout=120"]
-        args += ["--CourseDirectory.assignment_id=*"] if len(usable) > 1 else [usable[0]]
-        completed = _nbgrader(args, course, env, limits, timeout)
-        autograde_scores = _read_gradebook(course, usable)
-        for name in usable:
-            autograded = course / "autograded" / LEARNER_ID / name / f"{name}.ipynb"
-            if name not in autograde_scores or not autograded.is_file():
-                autograde_scores.pop(name, None)
-                autograde_failures[name] = _failure_reason(completed.output, completed, name)
-
-    jobs, static_problems = [], {}
+    jobs, tampering = [], {}
     for name in usable:
-        job, problems, dropped_notes = _verify_job(course, assignments[name])
+        job, tampering[name], dropped_notes = _verify_job(course, assignments[name])
         notes[name] += dropped_notes
-        if problems:
-            static_problems[name] = problems
-        else:
-            jobs.append(job)
-    checked, _ = verify(jobs, course=course, env=env, limits=limits) if jobs else ({}, "")
+        jobs.append(job)
+    # The re-check needs nothing from nbgrader, so it runs while nbgrader works.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as background:
+        rechecking = background.submit(verify, jobs, course=course, env=env, limits=limits)
+        autograde_scores, autograde_failures = _autograde(course, usable, env, limits)
+        checked = rechecking.result()
 
     results = []
     for name, assignment in assignments.items():
@@ -912,18 +897,19 @@ def grade_student(
             result.notes.append(
                 f"{autograde_failures[name]}; scored by re-running the checks on your answers alone"
             )
-        if name in static_problems:
+        for exercise, problems in tampering.get(name, {}).items():
             result.status = "flagged"
             result.notes.append(
-                "answers not accepted, they contain code that could interfere with grading: "
-                + ", ".join(static_problems[name])
+                f"{exercise}: answer not accepted, its code could interfere with grading "
+                f"({', '.join(sorted(set(problems)))})"
             )
         for exercise in assignment.exercises:
             auto = autograde_scores.get(name, {}).get(exercise.grade_id)
             record = checked.get((name, exercise.grade_id))
             recheck = None if record is None else (exercise.points if record["passed"] else 0.0)
             candidates = [s for s in (auto[0] if auto else None, recheck) if s is not None]
-            score = min(candidates) if candidates and name not in static_problems else 0.0
+            flagged = exercise_of(exercise.grade_id) in tampering.get(name, {})
+            score = min(candidates) if candidates and not flagged else 0.0
             result.exercises[exercise.grade_id] = (score, exercise.points)
             if record and record.get("tampered"):
                 result.status = "flagged"
@@ -942,11 +928,41 @@ def grade_student(
     return results
 
 
-def _verify_job(course: Path, assignment: Assignment) -> tuple[dict, list[str], list[str]]:
+def _autograde(course: Path, usable: list[str], env: dict, limits: Limits):
+    """Run ``nbgrader autograde`` on the notebooks in ``usable``; (scores, failure reasons) by assignment."""
+    scores, failures = {}, {}
+    if not usable:
+        return scores, failures
+    timeout = min(limits.student_timeout, 60 + len(usable) * limits.cell_timeout * 10)
+    args = ["autograde", "--force", f"--student={LEARNER_ID}", f"--Execute.timeout={limits.cell_timeout}"]
+    args += ["--Execute.execute_retries=0", "--Execute.startup_timeout=120"]
+    args += ["--CourseDirectory.assignment_id=*"] if len(usable) > 1 else [usable[0]]
+    completed = _nbgrader(args, course, env, limits, timeout)
+    scores = _read_gradebook(course, usable)
+    for name in usable:
+        autograded = course / "autograded" / LEARNER_ID / name / f"{name}.ipynb"
+        if name not in scores or not autograded.is_file():
+            scores.pop(name, None)
+            failures[name] = _failure_reason(completed.output, completed)
+    return scores, failures
+
+
+def exercise_of(grade_id: str) -> str:
+    """The exercise a cell belongs to: the prefix of its grade id (``ex2`` for ``ex2_count_parameters``)."""
+    return grade_id.split("_")[0]
+
+
+def _verify_job(course: Path, assignment: Assignment) -> tuple[dict, dict[str, list[str]], list[str]]:
+    """The re-check job for one notebook, the tampering found per exercise, and notes.
+
+    An answer cell with suspicious code is left out of the job and its exercise scores zero.
+    """
     path = course / "submitted" / LEARNER_ID / assignment.name / f"{assignment.name}.ipynb"
     nb = nbformat.read(path, as_version=4)
     answers = {_nbgrader_meta(c).get("grade_id"): c.source for c in nb.cells if c.cell_type == "code"}
-    definitions, notes = [], []
+    protected = {"AssertionError", "tlhelpers", "tl", "checks"}
+    protected |= set(re.findall(r"\b(check_\w+)", assignment.setup_code))
+    definitions, tampering, notes = [], {}, []
     for grade_id in assignment.answer_ids:
         if grade_id not in answers:
             notes.append(f"answer cell {grade_id} was deleted")
@@ -956,14 +972,19 @@ def _verify_job(course: Path, assignment: Assignment) -> tuple[dict, list[str], 
         except SyntaxError as error:
             notes.append(f"answer cell {grade_id} has a syntax error (line {error.lineno}): {error.msg}")
             continue
-        definitions.append(kept)
+        problems = find_tampering(kept, protected)
+        if problems:
+            tampering.setdefault(exercise_of(grade_id), []).extend(problems)
+        else:
+            definitions.append(kept)
+    tests = [
+        {"grade_id": e.grade_id, "source": e.source}
+        for e in assignment.exercises
+        if exercise_of(e.grade_id) not in tampering
+    ]
     code = "\n\n".join(definitions)
-    protected = {"AssertionError", "tlhelpers", "tl", "checks"}
-    protected |= set(re.findall(r"\b(check_\w+)", assignment.setup_code))
-    problems = find_tampering(code, protected)
-    tests = [{"grade_id": e.grade_id, "source": e.source} for e in assignment.exercises]
     job = {"assignment": assignment.name, "setup": assignment.setup_code, "definitions": code, "tests": tests}
-    return job, problems, notes
+    return job, tampering, notes
 
 
 def _feedback_target(out_dir: Path, result: Result) -> Path:
@@ -1035,6 +1056,8 @@ def grade_folder(
     every assignment anyone handed in), whatever happened to their notebooks.
     """
     limits = limits or Limits()
+    # nbgrader changes the working folder while it renders feedback: only absolute paths from here on.
+    submissions, out_dir, solutions_dir = submissions.resolve(), out_dir.resolve(), solutions_dir.resolve()
     available = find_assignments(solutions_dir)
     if assignment_names:
         unknown = sorted(set(assignment_names) - set(available))

@@ -25,4 +25,4 @@ def top_k(logits: torch.Tensor, categories, k: int = 5) -> list[tuple[str, float
     """
     probabilities = torch.softmax(logits.detach().reshape(-1).float(), dim=0)
     values, indices = probabilities.topk(k)
-    return [(categories[i], v) for i, v in zip(indices.tolist(), values.tolist())]
+    return [(categories[i], v) for i, v in zip(indices.tolist(), values.tolist(), strict=True)]
