@@ -246,7 +246,7 @@ def graded(tmp_path_factory):
     before = _tree_digest(submissions)
     out = root / "out"
     limits = grading.Limits(
-        cell_timeout=30, verify_timeout=30, memory_gb=3, student_timeout=600, cpu_seconds=600
+        cell_timeout=20, verify_timeout=20, memory_gb=3, student_timeout=600, cpu_seconds=600
     )
     results = grading.grade_folder(submissions, out, jobs=2, limits=limits, log=lambda message: None)
     with open(out / "grades.csv", newline="") as handle:

@@ -24,6 +24,7 @@ import contextlib
 import csv
 import dataclasses
 import html
+import inspect
 import io
 import json
 import os
@@ -161,10 +162,17 @@ def hidden_lines(source: str) -> list[str]:
     ]
 
 
+def python_source(cell_source: str) -> str:
+    """A code cell as plain Python: IPython magics (``%matplotlib inline``) become function calls."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager().transform_cell(cell_source)
+
+
 def _imports_only(source: str) -> str:
     """The top-level import statements of a code cell (empty when it does not parse)."""
     try:
-        tree = ast.parse(source)
+        tree = ast.parse(python_source(source))
     except SyntaxError:
         return ""
     return "\n".join(
@@ -421,11 +429,18 @@ def make_template(solutions_dir: Path, names: list[str], scratch: Path, env: dic
             template / "solutions" / name,
             ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
         )
-    args = [sys.executable, "-m", "nbgrader", "generate_assignment", "--force"]
-    for name in names:
-        result = subprocess.run([*args, name], cwd=template, env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise GradingError(f"nbgrader generate_assignment {name} failed:\n{result.stdout}{result.stderr}")
+    # One nbgrader run releases every assignment copied above and records its cells in the gradebook.
+    command = [
+        sys.executable,
+        "-m",
+        "nbgrader",
+        "generate_assignment",
+        "--force",
+        "--CourseDirectory.assignment_id=*",
+    ]
+    result = subprocess.run(command, cwd=template, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise GradingError(f"nbgrader generate_assignment failed:\n{result.stdout}{result.stderr}")
     return template
 
 
@@ -494,6 +509,11 @@ FORBIDDEN_NAMES = {
     "exec", "eval", "compile", "__import__", "globals", "locals", "vars", "breakpoint", "open",
     "input", "exit", "quit", "memoryview",
 }  # fmt: skip
+# Modules an answer may neither import nor reach through another module (``tl.models.os``).
+FORBIDDEN_MODULES = {
+    "os", "sys", "subprocess", "builtins", "importlib", "ctypes", "gc", "inspect", "shutil", "socket",
+    "signal", "threading", "multiprocessing", "pickle", "marshal", "types", "pathlib", "io",
+}  # fmt: skip
 FRAME_ATTRIBUTES = {
     "f_back",
     "f_locals",
@@ -514,7 +534,7 @@ def extract_definitions(source: str) -> tuple[str, list[str]]:
     (prints, demos, calls, assignments to attributes) are left out, so they cannot run before or
     during the re-check.
     """
-    tree = ast.parse(source)
+    tree = ast.parse(python_source(source))
     kept, dropped = [], []
     for node in tree.body:
         keep = isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef))
@@ -548,12 +568,16 @@ def find_tampering(code: str, protected_names: set[str]) -> list[str]:
                 if isinstance(node, ast.Import):
                     modules.add(alias.asname or alias.name.split(".")[0])
         elif isinstance(node, ast.Name):
-            if node.id in FORBIDDEN_NAMES:
+            if node.id in FORBIDDEN_MODULES:
+                problems.append(f"uses {node.id}")
+            elif node.id in FORBIDDEN_NAMES:
                 problems.append(f"uses {node.id}()")
             elif isinstance(node.ctx, (ast.Store, ast.Del)) and node.id in protected_names:
                 problems.append(f"redefines {node.id}")
         elif isinstance(node, ast.Attribute):
-            if node.attr in FRAME_ATTRIBUTES:
+            if node.attr in FORBIDDEN_MODULES:
+                problems.append(f"reaches {ast.unparse(node)}")
+            elif node.attr in FRAME_ATTRIBUTES:
                 problems.append(f"reads interpreter frames (.{node.attr})")
             elif isinstance(node.ctx, (ast.Store, ast.Del)):
                 base = node.value
@@ -618,10 +642,17 @@ def _verify_worker() -> None:
         raise _TimeUp
 
     signal.signal(signal.SIGALRM, alarm)
+
+    def run_setup(source: str, namespace: dict) -> None:
+        # One import at a time: a module that fails to import must not take the others with it.
+        for statement in ast.parse(source).body:
+            with contextlib.suppress(Exception):
+                exec(compile(ast.Module([statement], []), "<official setup>", "exec"), namespace)
+
     official_namespaces = {}
     for notebook in job["notebooks"]:
         namespace = {"__name__": "__official__"}
-        exec(compile(notebook["setup"], "<official setup>", "exec"), namespace)
+        run_setup(notebook["setup"], namespace)
         official_namespaces[notebook["assignment"]] = namespace
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (kept open for the learner's prints)
     before = _integrity_snapshot()
@@ -631,7 +662,7 @@ def _verify_worker() -> None:
         learner = {"__name__": "__learner__"}
         try:
             signal.alarm(job["timeout"])
-            exec(compile(notebook["setup"], "<official setup>", "exec"), learner)
+            run_setup(notebook["setup"], learner)
             exec(compile(notebook["definitions"], f"<{notebook['assignment']} answers>", "exec"), learner)
             signal.alarm(0)
             problem = None
@@ -665,34 +696,39 @@ def _verify_worker() -> None:
 
 
 def _integrity_snapshot() -> dict:
+    """What the learner's code must not change: the identity of the globals the checks rely on.
+
+    Every global of tlhelpers counts; in builtins, torch, numpy, timm, torchvision and PIL, the
+    functions, classes and modules do (plain data there may be a cache that changes legitimately).
+    """
     import builtins
 
     import torch
 
-    watched = {"builtins": vars(builtins)}
-    prefixes = ("tlhelpers", "torch", "numpy", "timm", "torchvision", "PIL")
+    spaces = {"builtins": vars(builtins)}
     for name, module in list(sys.modules.items()):
-        if name.split(".")[0] in prefixes and hasattr(module, "__dict__"):
-            watched[name] = vars(module)
+        if name.split(".")[0] in ("tlhelpers", "torch", "numpy", "timm", "torchvision", "PIL"):
+            spaces[name] = getattr(module, "__dict__", {})
     for cls in (torch.Tensor, torch._C.TensorBase, torch.nn.Module, torch.nn.Parameter, AssertionError):
-        watched[f"class {cls.__qualname__}"] = cls.__dict__
-    snapshot = {
-        name: {key: id(value) for key, value in list(space.items())} for name, space in watched.items()
+        spaces[f"class {cls.__qualname__}"] = cls.__dict__
+
+    def watched(space_name: str, value) -> bool:
+        return space_name.startswith("tlhelpers") or callable(value) or inspect.ismodule(value)
+
+    identities = {
+        name: {key: id(value) for key, value in list(space.items()) if watched(name, value)}
+        for name, space in spaces.items()
     }
-    snapshot["hooks"] = {"trace": id(sys.gettrace()), "profile": id(sys.getprofile())}
-    return {"spaces": watched, "ids": snapshot}
+    return {"spaces": spaces, "ids": identities, "hooks": (id(sys.gettrace()), id(sys.getprofile()))}
 
 
 def _integrity_changes(before: dict) -> str:
-    now_hooks = {"trace": id(sys.gettrace()), "profile": id(sys.getprofile())}
-    if now_hooks != before["ids"]["hooks"]:
+    """The first watched global that is not what it was in ``before`` (empty when none)."""
+    if (id(sys.gettrace()), id(sys.getprofile())) != before["hooks"]:
         return "the interpreter's trace or profile hook"
     for name, space in before["spaces"].items():
-        recorded = before["ids"][name]
-        for key, identity in recorded.items():
-            if key in _VOLATILE_GLOBALS:
-                continue
-            if id(space.get(key, _MISSING)) != identity:
+        for key, identity in before["ids"][name].items():
+            if key not in _VOLATILE_GLOBALS and id(space.get(key, _MISSING)) != identity:
                 return f"{name}.{key}"
     return ""
 
@@ -859,6 +895,7 @@ def grade_student(
     scratch: Path,
     out_dir: Path,
     limits: Limits,
+    unverifiable: set[tuple[str, str]] = frozenset(),
 ) -> list[Result]:
     """Grade every assignment of one student in a private copy of the template course."""
     course = Path(tempfile.mkdtemp(prefix="student-", dir=scratch)) / "course"
@@ -875,7 +912,9 @@ def grade_student(
 
     jobs, tampering = [], {}
     for name in usable:
-        job, tampering[name], dropped_notes = _verify_job(course, assignments[name])
+        path = course / "submitted" / LEARNER_ID / name / f"{name}.ipynb"
+        skip = {grade_id for assignment, grade_id in unverifiable if assignment == name}
+        job, tampering[name], dropped_notes = _verify_job(path, assignments[name], skip)
         notes[name] += dropped_notes
         jobs.append(job)
     # The re-check needs nothing from nbgrader, so it runs while nbgrader works.
@@ -952,12 +991,14 @@ def exercise_of(grade_id: str) -> str:
     return grade_id.split("_")[0]
 
 
-def _verify_job(course: Path, assignment: Assignment) -> tuple[dict, dict[str, list[str]], list[str]]:
-    """The re-check job for one notebook, the tampering found per exercise, and notes.
+def _verify_job(
+    path: Path, assignment: Assignment, skip: set[str] = frozenset()
+) -> tuple[dict, dict[str, list[str]], list[str]]:
+    """The re-check job for the notebook at ``path``, the tampering found per exercise, and notes.
 
     An answer cell with suspicious code is left out of the job and its exercise scores zero.
+    Test cells named in ``skip`` are not re-checked.
     """
-    path = course / "submitted" / LEARNER_ID / assignment.name / f"{assignment.name}.ipynb"
     nb = nbformat.read(path, as_version=4)
     answers = {_nbgrader_meta(c).get("grade_id"): c.source for c in nb.cells if c.cell_type == "code"}
     protected = {"AssertionError", "tlhelpers", "tl", "checks"}
@@ -980,11 +1021,24 @@ def _verify_job(course: Path, assignment: Assignment) -> tuple[dict, dict[str, l
     tests = [
         {"grade_id": e.grade_id, "source": e.source}
         for e in assignment.exercises
-        if exercise_of(e.grade_id) not in tampering
+        if exercise_of(e.grade_id) not in tampering and e.grade_id not in skip
     ]
     code = "\n\n".join(definitions)
     job = {"assignment": assignment.name, "setup": assignment.setup_code, "definitions": code, "tests": tests}
     return job, tampering, notes
+
+
+def calibrate(
+    solutions_dir: Path, assignments: dict[str, Assignment], course: Path, env: dict, limits: Limits
+) -> set[str]:
+    """(assignment, grade id) of the tests whose re-check fails on the reference solution itself.
+
+    That is a problem of the grader, not of a learner: those tests keep nbgrader's score instead of
+    the lower of nbgrader's and the re-check's.
+    """
+    jobs = [_verify_job(solutions_dir / name / f"{name}.ipynb", a)[0] for name, a in assignments.items()]
+    checked = verify(jobs, course=course, env=env, limits=limits)
+    return {key for key, record in checked.items() if not record["passed"]}
 
 
 def _feedback_target(out_dir: Path, result: Result) -> Path:
@@ -1081,6 +1135,9 @@ def grade_folder(
         env = grading_env(scratch)
         log(f"Preparing the course for {', '.join(names)} ...")
         template = make_template(solutions_dir, names, scratch, env)
+        unverifiable = calibrate(solutions_dir, assignments, template, env, limits)
+        for name, grade_id in sorted(unverifiable):
+            log(f"warning: the reference {name} fails the re-check of {grade_id}; using nbgrader's score")
         started = time.monotonic()
 
         def one(student: str) -> list[Result]:
@@ -1096,6 +1153,7 @@ def grade_folder(
                     scratch=scratch,
                     out_dir=out_dir,
                     limits=limits,
+                    unverifiable=unverifiable,
                 )
             except Exception as error:  # one broken student must not stop the others
                 rows = [

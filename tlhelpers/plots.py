@@ -3,7 +3,9 @@
 Every function builds a ``matplotlib.figure.Figure`` without pyplot and returns it. In Jupyter a
 returned Figure shows when it is the cell's last value (or with ``display(fig)``); elsewhere use
 ``fig.savefig(...)``. Working without pyplot keeps them safe on headless machines and avoids the
-double plot that pyplot's inline backend draws for a returned figure.
+double plot that pyplot's inline backend draws for a returned figure. Importing this module inside
+a Jupyter kernel switches on the inline backend, which is what teaches IPython to draw a Figure as
+a picture rather than print its repr.
 """
 
 from __future__ import annotations
@@ -16,6 +18,19 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .training import History
+
+
+def _show_figures_inline() -> None:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and "IPKernelApp" in shell.config:
+        shell.run_line_magic("matplotlib", "inline")
+
+
+_show_figures_inline()
 
 _WRONG_COLOR = "red"
 _RIGHT_COLOR = "darkgreen"
