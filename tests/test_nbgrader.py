@@ -97,7 +97,7 @@ def test_solution_notebook_metadata(notebook):
     assert all(ids) and len(set(ids)) == len(ids), f"{where}: every cell needs its own id"
 
     grade_ids = []
-    exercises_with_answers, exercises_with_tests = set(), set()
+    exercises_with_answers, graded_exercises, test_cells = set(), set(), 0
     for index, cell in enumerate(nb.cells):
         here = f"{where} cell {index}"
         if cell.cell_type == "code":
@@ -130,10 +130,11 @@ def test_solution_notebook_metadata(notebook):
         else:
             assert begins == 0, f"{here}: BEGIN SOLUTION in a cell not marked as a solution"
         if meta.get("grade"):
+            graded_exercises.add(exercise.group(1))  # by a test cell, or by hand for written answers
             points = meta.get("points")
             assert isinstance(points, (int, float)) and points > 0, f"{here}: graded cells need points > 0"
         if is_test_cell(cell):
-            exercises_with_tests.add(exercise.group(1))
+            test_cells += 1
             ends = count_marker(cell.source, "END HIDDEN TESTS")
             assert hidden == ends, f"{here}: {hidden} BEGIN HIDDEN TESTS but {ends} END HIDDEN TESTS"
         else:
@@ -141,9 +142,9 @@ def test_solution_notebook_metadata(notebook):
 
     duplicates = sorted({g for g in grade_ids if grade_ids.count(g) > 1})
     assert not duplicates, f"{where}: grade_ids used more than once: {duplicates}"
-    assert exercises_with_tests, f"{where}: no graded test cell"
-    untested = sorted(exercises_with_answers - exercises_with_tests)
-    assert not untested, f"{where}: exercises {untested} have a solution cell but no graded test cell"
+    assert test_cells, f"{where}: no graded test cell"
+    ungraded = sorted(exercises_with_answers - graded_exercises)
+    assert not ungraded, f"{where}: exercises {ungraded} have a solution cell but nothing graded"
 
 
 @pytest.mark.parametrize("notebook", notebook_params())

@@ -11,6 +11,7 @@ import argparse
 import importlib.util
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -134,7 +135,9 @@ def _kernel_works(timeout: float) -> tuple[bool, str]:
         saved = {key: os.environ.get(key) for key in ("JUPYTER_PATH", "JUPYTER_CONFIG_DIR")}
         os.environ.update({key: env[key] for key in saved})
         try:
-            manager, client = start_new_kernel(kernel_name="python3", startup_timeout=timeout)
+            manager, client = start_new_kernel(
+                kernel_name="python3", startup_timeout=timeout, stderr=subprocess.DEVNULL
+            )
         except Exception as error:  # whatever stops a kernel from starting, report it
             return False, f"the python3 kernel does not start: {error}"
         finally:

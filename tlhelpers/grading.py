@@ -293,7 +293,7 @@ def collect_submissions(
         handins[student] = {}
         for assignment, paths in by_assignment.items():
             exact = [p for p in paths if p.name == f"{assignment}.ipynb" or p.stem.endswith(assignment)]
-            chosen = (exact or sorted(paths, key=lambda p: p.stat().st_mtime))[-1]
+            chosen = max(exact or paths, key=lambda p: p.stat().st_mtime)  # the latest, by name first
             handin = Handin(chosen)
             if chosen.stem != assignment and not chosen.stem.endswith(FLAT_SEPARATOR + assignment):
                 handin.notes.append(f"notebook was named {chosen.name!r}; graded as {assignment}.ipynb")
@@ -352,61 +352,67 @@ class Completed:
     stopped: str = ""
 
 
-def run_limited(command: list[str], *, cwd: Path, env: dict, limits: Limits, timeout: float, stdin=""):
+def _watch(pid: int, finished, limits: Limits, timeout: float) -> str:
+    """Watch the process tree of ``pid`` until ``finished()``; kill it on the time or memory limit.
+
+    Returns why it was stopped, or "" when it finished by itself. Descendants seen while it ran
+    (a kernel started by nbgrader) are killed at the end too, in case they outlived their parent;
+    they are recognised by pid and start time, so a recycled pid is never hit.
+    """
+    import psutil
+
+    memory = limits.memory_gb * (1 << 30)
+    deadline = time.monotonic() + timeout
+    seen: dict[int, float] = {}
+    stopped = ""
+    while not finished():
+        members = []
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            members = [root, *root.children(recursive=True)]
+        rss = 0
+        for member in members:
+            with contextlib.suppress(psutil.Error):
+                seen.setdefault(member.pid, member.create_time())
+                rss += member.memory_info().rss
+        if time.monotonic() > deadline:
+            stopped = f"stopped after the time limit of {timeout:.0f} s"
+        elif rss > memory:
+            stopped = f"stopped when it used more than {limits.memory_gb:g} GB of memory"
+        if stopped:
+            break
+        time.sleep(0.2)
+    for member_pid, started in seen.items():
+        with contextlib.suppress(psutil.Error):
+            member = psutil.Process(member_pid)
+            if member.create_time() == started:
+                member.kill()
+    return stopped
+
+
+def run_limited(command: list[str], *, cwd: Path, env: dict, limits: Limits, timeout: float) -> Completed:
     """Run ``command`` with memory/CPU rlimits, a wall-clock ``timeout`` and an RSS watchdog.
 
     The whole process tree (nbgrader and the kernels it starts) is killed when its resident
     memory exceeds ``limits.memory_gb`` or the time is up. Returns a ``Completed``.
     """
-    import psutil
-
     memory = int(limits.memory_gb * (1 << 30))
     launcher = [sys.executable, "-c", _LIMIT_LAUNCHER, str(memory), str(limits.cpu_seconds)]
-    process = subprocess.Popen(
-        launcher + command,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    stopped = []
-
-    def kill_tree():
-        with contextlib.suppress(psutil.Error):
-            tree = psutil.Process(process.pid)
-            members = [tree, *tree.children(recursive=True)]
-            for member in members:
-                with contextlib.suppress(psutil.Error):
-                    member.kill()
-
-    def watch():
-        deadline = time.monotonic() + timeout
-        while process.poll() is None:
-            if time.monotonic() > deadline:
-                stopped.append(f"stopped after the time limit of {timeout:.0f} s")
-                kill_tree()
-                return
-            rss = 0
-            with contextlib.suppress(psutil.Error):
-                tree = psutil.Process(process.pid)
-                for member in [tree, *tree.children(recursive=True)]:
-                    with contextlib.suppress(psutil.Error):
-                        rss += member.memory_info().rss
-            if rss > memory:
-                stopped.append(f"stopped when it used more than {limits.memory_gb:g} GB of memory")
-                kill_tree()
-                return
-            time.sleep(0.25)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    output, _ = process.communicate(stdin.encode())
-    watcher.join()
-    kill_tree()  # a kernel left behind by a killed nbgrader
-    text = output.decode("utf-8", errors="replace")
-    return Completed(process.returncode, text, stopped[0] if stopped else "")
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            launcher + command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        stopped = _watch(process.pid, lambda: process.poll() is not None, limits, timeout)
+        process.wait()
+        log.seek(0)
+        text = log.read().decode("utf-8", errors="replace")
+    return Completed(process.returncode, text, stopped)
 
 
 def _nbgrader(args: list[str], course: Path, env: dict, limits: Limits, timeout: float) -> Completed:
@@ -609,25 +615,23 @@ def _identifiers(node) -> list[str]:
     return []
 
 
-def _verify_worker() -> None:
+def _verify_worker(job_path: str, report_path: str) -> None:
     """Run in a fresh process: re-check learner definitions against the official checks.
 
-    Reads a JSON job on stdin. Before any learner code runs it imports the official setup
-    (tlhelpers and its checks), keeps references to the check functions, and records the
-    identity of every global in the loaded tlhelpers/torch/numpy modules, builtins and the
-    tensor and module classes. Each test cell runs in a fresh namespace where the official
-    names are bound again over anything the learner defined. After each test the records are
-    compared: any change (a patched check, builtin or torch function) voids that result and the
-    rest. Results go to the original stdout, prefixed with a nonce the learner code never sees
-    through its own output (which is discarded).
+    Reads a JSON job from ``job_path`` and writes one line per test to ``report_path``. Before any
+    learner code runs it imports the official setup (tlhelpers and its checks), keeps references
+    to the check functions, and records the identity of the globals the checks rely on (see
+    ``_integrity_snapshot``). Each test cell runs in a fresh namespace where the official names
+    are bound again over anything the learner defined. After each test the records are compared:
+    any change (a patched check, builtin or torch function) voids that result and the rest.
+    Result lines start with a nonce the learner code never sees; its own output is discarded.
     """
-    job = json.loads(sys.stdin.read())
+    job = json.loads(Path(job_path).read_text(encoding="utf-8"))
     nonce = job.pop("nonce")
-    report_fd = os.dup(1)
+    report = open(report_path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115 (open until the end)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
-    report = os.fdopen(report_fd, "w", buffering=1)
 
     def emit(**record):
         report.write(nonce + json.dumps(record) + "\n")
@@ -738,28 +742,64 @@ _MISSING = object()
 _VOLATILE_GLOBALS = {"__warningregistry__", "_once_registry", "_filters_version"}
 
 
-def verify(jobs: list[dict], *, course: Path, env: dict, limits: Limits) -> dict[tuple[str, str], dict]:
+def _verify_entry(job_path: str, report_path: str, cwd: str, memory: int, cpu: int) -> None:
+    """Start of a re-check process (forked from a server that imported the checks): limits, then work."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    os.chdir(cwd)
+    _verify_worker(job_path, report_path)
+
+
+_FORK_SERVER_LOCK = threading.Lock()
+
+
+def _fork_server():
+    """A multiprocessing fork server that imports tlhelpers and its checks once.
+
+    Each re-check forks from it: a process in which no learner code has ever run, without paying
+    for importing torch again (about 4 s of CPU per student).
+    """
+    import multiprocessing
+
+    with _FORK_SERVER_LOCK:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["tlhelpers.checks"])
+        return context
+
+
+def _run_recheck(payload: str, course: Path, limits: Limits, timeout: float) -> Completed:
+    token = secrets.token_hex(8)
+    job_path, report_path = course / f"recheck-{token}.json", course / f"recheck-{token}.out"
+    job_path.write_text(payload, encoding="utf-8")
+    memory = int(limits.memory_gb * (1 << 30))
+    args = (str(job_path), str(report_path), str(course), memory, limits.cpu_seconds)
+    process = _fork_server().Process(target=_verify_entry, args=args)
+    process.start()
+    stopped = _watch(process.pid, lambda: process.exitcode is not None, limits, timeout)
+    process.join()
+    output = report_path.read_text(encoding="utf-8", errors="replace") if report_path.is_file() else ""
+    job_path.unlink()
+    report_path.unlink(missing_ok=True)
+    return Completed(process.exitcode, output, stopped)
+
+
+def verify(jobs: list[dict], *, course: Path, limits: Limits) -> dict[tuple[str, str], dict]:
     """Re-check the exercises of ``jobs`` in fresh processes; results by (assignment, grade_id).
 
     A crash or time-out fails the test that was running and the worker restarts for the rest.
     """
     results: dict[tuple[str, str], dict] = {}
     pending = [dict(job, tests=list(job["tests"])) for job in jobs if job["tests"]]
-    command = [sys.executable, "-c", "from tlhelpers.grading import _verify_worker; _verify_worker()"]
     attempts = 0
     while pending and attempts < 8:
         attempts += 1
         nonce = secrets.token_hex(16)
         payload = json.dumps({"nonce": nonce, "timeout": limits.verify_timeout, "notebooks": pending})
         total = sum(len(job["tests"]) for job in pending)
-        completed = run_limited(
-            command,
-            cwd=course,
-            env=env,
-            limits=limits,
-            timeout=60 + limits.verify_timeout * (total + 1),
-            stdin=payload,
-        )
+        completed = _run_recheck(payload, course, limits, timeout=60 + limits.verify_timeout * (total + 1))
         for line in completed.output.splitlines():
             if line.startswith(nonce):
                 with contextlib.suppress(ValueError):
@@ -919,7 +959,7 @@ def grade_student(
         jobs.append(job)
     # The re-check needs nothing from nbgrader, so it runs while nbgrader works.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as background:
-        rechecking = background.submit(verify, jobs, course=course, env=env, limits=limits)
+        rechecking = background.submit(verify, jobs, course=course, limits=limits)
         autograde_scores, autograde_failures = _autograde(course, usable, env, limits)
         checked = rechecking.result()
 
@@ -1029,15 +1069,15 @@ def _verify_job(
 
 
 def calibrate(
-    solutions_dir: Path, assignments: dict[str, Assignment], course: Path, env: dict, limits: Limits
-) -> set[str]:
+    solutions_dir: Path, assignments: dict[str, Assignment], course: Path, limits: Limits
+) -> set[tuple[str, str]]:
     """(assignment, grade id) of the tests whose re-check fails on the reference solution itself.
 
     That is a problem of the grader, not of a learner: those tests keep nbgrader's score instead of
     the lower of nbgrader's and the re-check's.
     """
     jobs = [_verify_job(solutions_dir / name / f"{name}.ipynb", a)[0] for name, a in assignments.items()]
-    checked = verify(jobs, course=course, env=env, limits=limits)
+    checked = verify(jobs, course=course, limits=limits)
     return {key for key, record in checked.items() if not record["passed"]}
 
 
@@ -1135,7 +1175,7 @@ def grade_folder(
         env = grading_env(scratch)
         log(f"Preparing the course for {', '.join(names)} ...")
         template = make_template(solutions_dir, names, scratch, env)
-        unverifiable = calibrate(solutions_dir, assignments, template, env, limits)
+        unverifiable = calibrate(solutions_dir, assignments, template, limits)
         for name, grade_id in sorted(unverifiable):
             log(f"warning: the reference {name} fails the re-check of {grade_id}; using nbgrader's score")
         started = time.monotonic()
