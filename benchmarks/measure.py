@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import datetime
+import gc
 import os
 import platform
 import re
@@ -79,6 +81,16 @@ def _max_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
+def _release_free_heap() -> None:
+    """Hand memory freed by earlier work back to the OS (glibc keeps it otherwise), so that a block's
+    RSS growth is not hidden by memory the allocator retained from the block before."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _reset_peak_rss() -> bool:
     """Reset this process's RSS high-water mark (Linux >= 4.0); False where that is not possible."""
     try:
@@ -92,10 +104,11 @@ class PeakMemory:
     """Peak memory of the code inside ``with PeakMemory(device) as memory:``; read ``memory.peak_bytes``.
 
     CUDA: ``torch.cuda.max_memory_allocated`` (absolute: weights, activations, optimizer state).
-    CPU: peak resident set size during the block minus the RSS at its start. On Linux the process's
-    high-water mark is reset at the start (``/proc/self/clear_refs``), so the peak is that of the
-    block alone; elsewhere it is the growth of ``ru_maxrss``, a lower bound (0 when an earlier
-    block of the same process went higher). ``method`` says which was used.
+    CPU: peak resident set size during the block minus the RSS at its start. On Linux freed heap
+    memory is returned to the OS and the process's high-water mark is reset at the start
+    (``/proc/self/clear_refs``), so the peak is that of the block alone; elsewhere it is the growth
+    of ``ru_maxrss``, a lower bound (0 when an earlier block of the same process went higher).
+    ``method`` says which was used.
     """
 
     def __init__(self, device: torch.device):
@@ -108,9 +121,14 @@ class PeakMemory:
             synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self.method = "torch.cuda.max_memory_allocated"
-        elif _reset_peak_rss() and _status_kib("VmRSS") is not None:
+            return self
+        _release_free_heap()
+        if _reset_peak_rss() and _status_kib("VmRSS") is not None:
             self._start = _status_kib("VmRSS") * 1024
-            self.method = "peak RSS minus RSS at start (high-water mark reset via /proc/self/clear_refs)"
+            self.method = (
+                "peak RSS minus RSS at start (free heap trimmed and high-water mark reset via "
+                "/proc/self/clear_refs first)"
+            )
         else:
             self._start = _max_rss_bytes()
             self.method = "growth of ru_maxrss (lower bound)"

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import random
 from collections import defaultdict
 
 import numpy as np
@@ -1168,3 +1169,184 @@ def groups_rigged(model, head_lr, backbone_lr):
 
 
 RIGGED["param_groups"] = groups_rigged
+
+
+# --------------------------------------------------------------------------- split_indices
+
+
+def _by_class(targets):
+    by_class = defaultdict(list)
+    for index, target in enumerate(targets):
+        by_class[int(target)].append(index)
+    return by_class
+
+
+def _held_out(val_fraction, n):
+    return min(max(1, round(val_fraction * n)), n - 1)
+
+
+@correct("split_indices")
+def split_with_numpy_generator(targets, val_fraction, seed):
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for indices in _by_class(targets).values():
+        shuffled = rng.permutation(indices).tolist()
+        held_out = _held_out(val_fraction, len(indices))
+        val += shuffled[:held_out]
+        train += shuffled[held_out:]
+    return sorted(train), sorted(val)
+
+
+@correct("split_indices")
+def split_with_torch_generator(targets, val_fraction, seed):
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.as_tensor(targets)
+    val = []
+    for label in labels.unique():
+        indices = (labels == label).nonzero().flatten()
+        order = torch.randperm(len(indices), generator=generator)
+        val += indices[order[: _held_out(val_fraction, len(indices))]].tolist()
+    val_set = set(val)
+    return [i for i in range(len(targets)) if i not in val_set], sorted(val)
+
+
+@correct("split_indices")
+def split_with_random_sample(targets, val_fraction, seed):
+    rng = random.Random(seed)
+    val = set()
+    for indices in _by_class(targets).values():
+        val.update(rng.sample(indices, _held_out(val_fraction, len(indices))))
+    return sorted(set(range(len(targets))) - val), sorted(val)
+
+
+@wrong("split_indices", "not stratified")
+def split_whole_folder(targets, val_fraction, seed):
+    shuffled = list(range(len(targets)))
+    random.Random(seed).shuffle(shuffled)
+    held_out = round(val_fraction * len(targets))
+    return sorted(shuffled[held_out:]), sorted(shuffled[:held_out])
+
+
+@wrong("split_indices", "per class")
+def split_floor_without_minimum(targets, val_fraction, seed):
+    rng = random.Random(seed)
+    train, val = [], []
+    for indices in _by_class(targets).values():
+        shuffled = rng.sample(indices, len(indices))
+        held_out = int(val_fraction * len(indices))
+        val += shuffled[:held_out]
+        train += shuffled[held_out:]
+    return sorted(train), sorted(val)
+
+
+@wrong("split_indices", "swapped")
+def split_swapped(targets, val_fraction, seed):
+    train, val = split_with_random_sample(targets, val_fraction, seed)
+    return val, train
+
+
+@wrong("split_indices", "both lists")
+def split_overlapping(targets, val_fraction, seed):
+    _, val = split_with_random_sample(targets, val_fraction, seed)
+    return list(range(len(targets))), val
+
+
+@wrong("split_indices", "neither list")
+def split_losing_indices(targets, val_fraction, seed):
+    train, val = split_with_random_sample(targets, val_fraction, seed)
+    return train[1:], val
+
+
+@wrong("split_indices", "sort both lists")
+def split_unsorted(targets, val_fraction, seed):
+    rng = random.Random(seed)
+    train, val = [], []
+    for indices in _by_class(targets).values():
+        shuffled = rng.sample(indices, len(indices))
+        held_out = _held_out(val_fraction, len(indices))
+        val += shuffled[:held_out]
+        train += shuffled[held_out:]
+    return train, val
+
+
+@wrong("split_indices", "not deterministic")
+def split_unseeded(targets, val_fraction, seed):
+    return split_with_random_sample(targets, val_fraction, seed=random.Random().random())
+
+
+@wrong("split_indices", "ignores the seed")
+def split_fixed_seed(targets, val_fraction, seed):
+    return split_with_random_sample(targets, val_fraction, seed=42)
+
+
+@wrong("split_indices", "global random state")
+def split_global_random(targets, val_fraction, seed):
+    random.seed(seed)
+    val = []
+    for indices in _by_class(targets).values():
+        val += random.sample(indices, _held_out(val_fraction, len(indices)))
+    return sorted(set(range(len(targets))) - set(val)), sorted(val)
+
+
+@wrong("split_indices", "global random state")
+def split_torch_manual_seed(targets, val_fraction, seed):
+    torch.manual_seed(seed)
+    val = []
+    for indices in _by_class(targets).values():
+        order = torch.randperm(len(indices)).tolist()
+        val += [indices[i] for i in order[: _held_out(val_fraction, len(indices))]]
+    return sorted(set(range(len(targets))) - set(val)), sorted(val)
+
+
+@wrong("split_indices", "tensor")
+def split_as_tensors(targets, val_fraction, seed):
+    train, val = split_with_random_sample(targets, val_fraction, seed)
+    return torch.tensor(train), torch.tensor(val)
+
+
+@wrong("split_indices", "tensors")
+def split_lists_of_tensors(targets, val_fraction, seed):
+    train, val = split_with_random_sample(targets, val_fraction, seed)
+    return list(torch.tensor(train)), list(torch.tensor(val))
+
+
+@wrong("split_indices", "NumPy numbers")
+def split_numpy_ints(targets, val_fraction, seed):
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for indices in _by_class(targets).values():
+        shuffled = list(rng.permutation(indices))
+        held_out = _held_out(val_fraction, len(indices))
+        val += shuffled[:held_out]
+        train += shuffled[held_out:]
+    return sorted(train), sorted(val)
+
+
+@wrong("split_indices", "NumPy array")
+def split_numpy_arrays(targets, val_fraction, seed):
+    train, val = split_with_random_sample(targets, val_fraction, seed)
+    return np.array(train), np.array(val)
+
+
+@wrong("split_indices", "pair (train_indices, val_indices)")
+def split_with_a_dict(targets, val_fraction, seed):
+    train, val = split_with_random_sample(targets, val_fraction, seed)
+    return {"train": train, "val": val}
+
+
+@wrong("split_indices", "pair (train_indices, val_indices), got tuple of length 3")
+def split_with_the_counts(targets, val_fraction, seed):
+    train, val = split_with_random_sample(targets, val_fraction, seed)
+    return train, val, len(val)
+
+
+@wrong("split_indices", "return train_indices, val_indices")
+def split_as_a_list(targets, val_fraction, seed):
+    return list(split_with_random_sample(targets, val_fraction, seed))
+
+
+def split_rigged(targets, val_fraction, seed):
+    return LyingList(), LyingList()
+
+
+RIGGED["split_indices"] = split_rigged

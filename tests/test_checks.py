@@ -6,7 +6,7 @@ import checks_zoo as zoo
 import pytest
 import torch
 
-from tlhelpers import checks, imagenet, models, training, utils
+from tlhelpers import checks, data, imagenet, models, training, utils
 
 EXERCISES = [
     "preprocess",
@@ -22,11 +22,12 @@ EXERCISES = [
     "evaluate",
     "unfreeze",
     "param_groups",
+    "split_indices",
 ]
 
 
 def reference(name):
-    return next(getattr(m, name) for m in (imagenet, models, training) if hasattr(m, name))
+    return next(getattr(m, name) for m in (imagenet, models, training, data) if hasattr(m, name))
 
 
 def check(name):
@@ -45,6 +46,7 @@ NOTEBOOKS = (
     "03_replacing_the_head",
     "04_training_the_head",
     "05_fine_tuning",
+    "06_capstone",
 )
 
 

@@ -16,6 +16,7 @@ from tlhelpers.models import (
     headless,
     param_groups,
     replace_head,
+    split_at_top,
     trainable_parameters,
     unfreeze,
 )
@@ -249,3 +250,23 @@ def test_headless_outputs_penultimate_features(name, feature_dim):
     assert model.training
     with torch.no_grad():
         assert features(torch.randn(2, 3, 32, 32)).shape == (2, feature_dim)
+
+
+@pytest.mark.parametrize("name, top_stage", [("resnet18", "layer4"), ("tf_efficientnet_lite0", "blocks.6")])
+def test_split_at_top_computes_the_whole_model_with_its_own_layers(name, top_stage):
+    model = build(name).eval()
+    images = torch.randn(2, 3, 64, 64)
+
+    lower, top = split_at_top(model)
+
+    with torch.no_grad():
+        assert torch.allclose(top(lower(images)), model(images), atol=1e-5)
+    assert top[0] is model.get_submodule(top_stage), "the top part reuses the model's own top stage"
+    lower_ids = {id(p) for p in lower.parameters()}
+    assert not lower_ids & {id(p) for p in model.get_submodule(top_stage).parameters()}
+    assert len(lower_ids) + len(list(top.parameters())) == len(list(model.parameters()))
+
+
+def test_split_at_top_refuses_an_unknown_model():
+    with pytest.raises(ValueError, match="TinyNet"):
+        split_at_top(TinyNet())

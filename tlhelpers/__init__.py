@@ -11,6 +11,7 @@ from .data import (
     image_folder,
     load_hymenoptera,
     make_loaders,
+    split_indices,
     train_transforms,
     verify_image_folder,
 )
@@ -27,6 +28,7 @@ from .models import (
     load_pretrained,
     param_groups,
     replace_head,
+    split_at_top,
     trainable_parameters,
     unfreeze,
 )
@@ -76,6 +78,8 @@ __all__ = [
     "replace_head",
     "save_checkpoint",
     "set_seed",
+    "split_at_top",
+    "split_indices",
     "top_k",
     "train_linear_head",
     "train_one_epoch",

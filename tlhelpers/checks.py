@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import random
 import warnings
+from collections import Counter
 
 import numpy as np
 import torch
@@ -23,7 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision import transforms as T
 from torchvision import tv_tensors
 
-from . import imagenet, models, training, utils
+from . import data, imagenet, models, training, utils
 from .models import find_head
 
 _BatchNorm = nn.modules.batchnorm._BatchNorm
@@ -44,7 +46,7 @@ def _checking(fn, name: str, seed: int):
     """Refuse the reference itself, silence warnings, run on a private seeded RNG and one thread."""
     if not callable(fn):
         raise AssertionError(f"check_{name} expects your function {name}, got {type(fn).__name__}")
-    reference = next(getattr(m, name) for m in (imagenet, models, training) if hasattr(m, name))
+    reference = next(getattr(m, name) for m in (imagenet, models, training, data) if hasattr(m, name))
     if getattr(fn, "is_reference_implementation", False) is True or fn is reference.__wrapped__:
         raise AssertionError(_reference_message(name))
     threads = torch.get_num_threads()
@@ -1166,3 +1168,145 @@ def check_param_groups(fn, seed: int = 0) -> None:
                 f"param_groups gives {_names(names[i] for i in wrong)} lr {rates[wrong[0]]}, expected "
                 f"backbone_lr={backbone_lr} (every trainable parameter outside the head)"
             )
+
+
+# (targets, val_fraction, validation images expected per class); the hidden seeds use the second list.
+_SPLIT_CASES = {
+    0: [([0] * 10 + [1] * 30 + [2] * 4, 0.2, {0: 2, 1: 6, 2: 1})],
+    1: [
+        (
+            [2, 0, 1, 0, 2, 1, 1, 0, 2, 2, 1, 0, 0, 1, 2, 1, 1, 0, 2, 1] * 3 + [3],
+            0.3,
+            {0: 5, 1: 7, 2: 5, 3: 0},
+        ),
+        ([1, 0, 1, 0, 1], 0.9, {0: 1, 1: 2}),
+        ([1] * 12 + [0] * 7 + [2] * 2, 0.25, {0: 2, 1: 3, 2: 1}),
+    ],
+}
+
+
+def _global_random_states():
+    return random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+
+
+def _same_random_states(before, after) -> bool:
+    (python_before, numpy_before, torch_before), (python_after, numpy_after, torch_after) = before, after
+    return (
+        python_before == python_after
+        and all(np.array_equal(a, b) for a, b in zip(numpy_before, numpy_after, strict=True))
+        and torch.equal(torch_before, torch_after)
+    )
+
+
+def _read_split(result) -> tuple[list[int], list[int]]:
+    """The two index lists as plain ints; explain any other return shape or type."""
+    if not isinstance(result, tuple) or len(result) != 2:
+        got = type(result).__name__
+        message = f"split_indices must return a pair (train_indices, val_indices), got {got}"
+        if isinstance(result, (tuple, list)):
+            message += f" of length {len(result)}"
+        if isinstance(result, list) and len(result) == 2:
+            message += "; end with `return train_indices, val_indices` to return a tuple"
+        raise AssertionError(message)
+    for what, indices in zip(("train_indices", "val_indices"), result, strict=True):
+        if isinstance(indices, torch.Tensor):
+            raise AssertionError(f"{what} is a tensor; return a list of Python ints (use .tolist())")
+        if isinstance(indices, np.ndarray):
+            raise AssertionError(f"{what} is a NumPy array; return a list of Python ints (use .tolist())")
+        if type(indices) is not list:
+            raise AssertionError(f"{what} must be a list, got {type(indices).__name__}")
+        for index in indices:
+            if isinstance(index, torch.Tensor):
+                raise AssertionError(
+                    f"{what} holds tensors; the indices must be plain Python ints (use int(i) or .tolist())"
+                )
+            if isinstance(index, np.generic):
+                raise AssertionError(
+                    f"{what} holds NumPy numbers ({type(index).__name__}); the indices must be plain "
+                    "Python ints (use int(i) or .tolist())"
+                )
+            if type(index) is not int:
+                raise AssertionError(f"{what} must hold Python ints, got {type(index).__name__}")
+    return list(result[0]), list(result[1])
+
+
+def _check_split(train: list[int], val: list[int], targets: list[int], expected: dict) -> None:
+    if train != sorted(train) or val != sorted(val):
+        raise AssertionError("split_indices must sort both lists of indices in increasing order")
+    both = sorted(set(train) & set(val))
+    if both:
+        raise AssertionError(
+            f"indices {_names(map(str, both))} appear in both lists; each index goes to exactly one"
+        )
+    for what, indices in (("train_indices", train), ("val_indices", val)):
+        if len(set(indices)) != len(indices):
+            raise AssertionError(f"{what} lists some indices twice; each index appears exactly once")
+    everything = range(len(targets))
+    outside = sorted(set(train + val) - set(everything))
+    if outside:
+        raise AssertionError(
+            f"indices {_names(map(str, outside))} are out of range: targets has {len(targets)} entries"
+        )
+    missing = sorted(set(everything) - set(train + val))
+    if missing:
+        raise AssertionError(
+            f"indices {_names(map(str, missing))} are in neither list; every index 0 ... "
+            f"{len(targets) - 1} must go to train or val"
+        )
+    counts = {label: 0 for label in expected}
+    counts.update(Counter(targets[i] for i in val))
+    if counts != expected:
+        train_counts = {label: 0 for label in expected}
+        train_counts.update(Counter(targets[i] for i in train))
+        message = (
+            f"validation images per class: {counts}, expected {expected} (a class of n images sends "
+            "round(val_fraction * n) to validation, at least 1 and at most n - 1)"
+        )
+        if train_counts == expected:
+            message += "; the two lists are swapped: return (train_indices, val_indices)"
+        elif abs(sum(counts.values()) - sum(expected.values())) <= len(expected):
+            message += "; the split is not stratified: hold out that share of each class separately"
+        raise AssertionError(message)
+
+
+def _check_one_case(fn, targets: list[int], val_fraction: float, seed: int, expected: dict) -> None:
+    context = f"targets (list of {len(targets)} class indices), val_fraction={val_fraction}, seed={seed}"
+
+    def split(split_seed: int) -> tuple[list[int], list[int]]:
+        before = _global_random_states()
+        result = _call(fn, "split_indices", list(targets), val_fraction, split_seed, context=context)
+        if not _same_random_states(before, _global_random_states()):
+            raise AssertionError(
+                "split_indices changed the global random state (random.seed/shuffle, np.random or "
+                "torch.manual_seed/randperm without a generator); use a local generator such as "
+                "random.Random(seed)"
+            )
+        train, val = _read_split(result)
+        # Checked for several seeds: an unstratified split can match the counts by luck once.
+        _check_split(train, val, targets, expected)
+        return train, val
+
+    first = split(seed)
+    if split(seed) != first:
+        raise AssertionError(
+            "split_indices is not deterministic: the same seed gave a different split; draw from a "
+            "generator seeded with seed, e.g. random.Random(seed)"
+        )
+    others = [split(seed + 1), split(seed + 2)]
+    if len(targets) > 10 and all(other == first for other in others):
+        raise AssertionError(
+            f"split_indices ignores the seed: seeds {seed}, {seed + 1} and {seed + 2} gave the same split; "
+            "seed your generator with the seed argument"
+        )
+
+
+def check_split_indices(fn, seed: int = 0) -> None:
+    """Check exercise ``split_indices`` of 06_capstone: a stratified, seeded, sorted split of the indices."""
+    with _checking(fn, "split_indices", seed):
+        states = random.getstate(), np.random.get_state()
+        try:
+            for targets, val_fraction, expected in _SPLIT_CASES[seed % 2]:
+                _check_one_case(fn, targets, val_fraction, seed, expected)
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -23,6 +24,8 @@ from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.datasets.utils import download_url, extract_archive
+
+from .utils import reference_implementation
 
 HYMENOPTERA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 HYMENOPTERA_FOLDER = "hymenoptera_data"
@@ -497,3 +500,25 @@ def make_loaders(
     )
     val_loader = DataLoader(splits.val, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     return train_loader, val_loader
+
+
+@reference_implementation
+def split_indices(targets, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Stratified, seeded split of ``range(len(targets))``: ``(train_indices, val_indices)``, both sorted.
+
+    A class of n images sends ``round(val_fraction * n)`` of them to validation, at least 1 and at
+    most n - 1; which ones is drawn from a local ``random.Random(seed)``.
+    Reference solution in 06_capstone.
+    """
+    generator = random.Random(seed)
+    by_class: dict[int, list[int]] = {}
+    for index, target in enumerate(targets):
+        by_class.setdefault(int(target), []).append(index)
+    train_indices, val_indices = [], []
+    for indices in by_class.values():
+        shuffled = indices[:]
+        generator.shuffle(shuffled)
+        held_out = min(max(1, round(val_fraction * len(indices))), len(indices) - 1)
+        val_indices.extend(shuffled[:held_out])
+        train_indices.extend(shuffled[held_out:])
+    return sorted(train_indices), sorted(val_indices)

@@ -197,6 +197,36 @@ def headless(model: nn.Module) -> nn.Module:
     return features.eval()
 
 
+def split_at_top(model: nn.Module) -> tuple[nn.Sequential, nn.Sequential]:
+    """Cut a classifier below its top stage: ``(lower, top)``, with ``top(lower(x))`` equal to ``model(x)``.
+
+    Works for torchvision's ResNets (top stage ``layer4``) and timm's EfficientNets (top stage
+    ``blocks[-1]``). Both parts reuse the model's own layers, not copies, so training ``top``
+    trains ``model``. Defined in 05_fine_tuning.
+    """
+    if all(hasattr(model, name) for name in ("layer3", "layer4", "avgpool", "fc")):
+        lower = nn.Sequential(
+            model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2, model.layer3
+        )
+        top = nn.Sequential(model.layer4, model.avgpool, nn.Flatten(1), model.fc)
+        return lower, top
+    if all(hasattr(model, name) for name in ("conv_stem", "blocks", "conv_head", "global_pool")):
+        lower = nn.Sequential(model.conv_stem, model.bn1, *model.blocks[:-1])
+        # timm's EfficientNet applies dropout right before its classifier.
+        top = nn.Sequential(
+            model.blocks[-1],
+            model.conv_head,
+            model.bn2,
+            model.global_pool,
+            nn.Dropout(model.drop_rate),
+            model.classifier,
+        )
+        return lower, top
+    raise ValueError(
+        f"split_at_top knows torchvision ResNets and timm EfficientNets, not {type(model).__name__}"
+    )
+
+
 @dataclass
 class Backbone:
     """An ImageNet classifier plus everything needed to feed it and read its answers.
