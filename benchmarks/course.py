@@ -96,8 +96,9 @@ def benchmark_course(
     return {
         "command": "pytest --nbval-lax -q -p no:cacheprovider solutions/<nb>/<nb>.ipynb, one subprocess each",
         "memory_method": (
-            "largest resident set of any process in the run (the Jupyter kernel), from the rusage "
-            "that wait4 returns; the tree column adds up pytest and the kernel, polled every 0.2 s"
+            "peak RSS of the largest single process in the run (the Jupyter kernel), from each "
+            "process's own high-water mark (VmHWM); the tree column is the largest sum of the RSS of "
+            "pytest and the kernel seen while polling every 0.2 s"
         ),
         "notebooks": rows,
         "total_seconds": total,
@@ -107,7 +108,8 @@ def benchmark_course(
     }
 
 
-def _submission_score(root: Path, env: dict, assignment: str) -> tuple[float, float]:
+def _submission_points(root: Path, env: dict, assignment: str) -> dict:
+    """Points the autograder gave, the points it can give, and the points left to a human grader."""
     from nbgrader.api import Gradebook
 
     previous_path = os.environ.get("PATH", "")
@@ -115,7 +117,13 @@ def _submission_score(root: Path, env: dict, assignment: str) -> tuple[float, fl
     try:
         with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
             submission = gradebook.find_submission(assignment, STUDENT)
-            return submission.score, submission.max_score
+            grades = [grade for notebook in submission.notebooks for grade in notebook.grades]
+            automatic = [grade for grade in grades if grade.auto_score is not None]
+            return {
+                "score": sum(grade.auto_score for grade in automatic),
+                "max_score": sum(grade.max_score for grade in automatic),
+                "manual_points": sum(grade.max_score for grade in grades if grade.auto_score is None),
+            }
     finally:
         os.environ["PATH"] = previous_path
 
@@ -148,18 +156,21 @@ def benchmark_grading(
             shutil.copyfile(solutions_dir / name / f"{name}.ipynb", handed_in / f"{name}.ipynb")
             command = [sys.executable, "-m", "nbgrader", "autograde", name, "--student", STUDENT, "--force"]
             run = run_measured(command, cwd=root, env=env, timeout=timeout)
-            score, max_score = _submission_score(root, env, name) if run.returncode == 0 else (0.0, None)
+            points = (
+                _submission_points(root, env, name)
+                if run.returncode == 0
+                else {"score": 0.0, "max_score": None, "manual_points": None}
+            )
             row = {
                 "assignment": name,
                 "graded": run.returncode == 0,
                 "seconds": run.seconds,
-                "score": score,
-                "max_score": max_score,
+                **points,
                 "peak_rss_bytes": run.peak_rss_bytes,
             }
             if run.returncode != 0:
                 row["output_tail"] = run.output_tail[-1500:]
-            log(f"  {name}: {score}/{max_score} points in {run.seconds:.1f} s")
+            log(f"  {name}: {points['score']}/{points['max_score']} automatic points in {run.seconds:.1f} s")
             rows.append(row)
     slowest = max((row["seconds"] for row in rows), default=0.0)
     full_marks = sum(row["graded"] and row["score"] == row["max_score"] for row in rows)
@@ -170,7 +181,7 @@ def benchmark_grading(
             "passed": slowest <= GRADING_SECONDS_BUDGET,
         },
         {
-            "target": "reference solutions get full marks",
+            "target": "reference solutions get every automatic point",
             "measured": f"{full_marks}/{len(rows)}",
             "passed": full_marks == len(rows),
         },

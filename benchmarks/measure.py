@@ -18,11 +18,6 @@ from pathlib import Path
 
 import torch
 
-try:
-    import psutil
-except ImportError:  # optional: without it only the largest process is measured, not the tree
-    psutil = None
-
 MIB = 1024 * 1024
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
@@ -168,61 +163,71 @@ class ProcessRun:
     returncode: int
     seconds: float
     peak_rss_bytes: int
-    peak_tree_rss_bytes: int | None
+    peak_tree_rss_bytes: int
     output_tail: str
     timed_out: bool = False
 
 
-def _tree_rss(process) -> int:
-    total = 0
-    for member in [process, *process.children(recursive=True)]:
-        try:
-            total += member.memory_info().rss
-        except psutil.Error:  # it ended between listing and reading
-            continue
-    return total
+def _peak_rss_of(process) -> int:
+    """The process's own high-water mark (VmHWM) where /proc has it, else its current RSS."""
+    status = Path(f"/proc/{process.pid}/status")
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return process.memory_info().rss
 
 
 def run_measured(
     command: list[str], *, cwd=None, env=None, timeout: float = 1800.0, poll_seconds: float = 0.2
 ) -> ProcessRun:
-    """Run ``command`` to completion and measure it from outside.
+    """Run ``command`` to completion and measure it from outside, polling every ``poll_seconds``.
 
-    ``peak_rss_bytes`` is the ``ru_maxrss`` that ``wait4`` reports for the command: the largest
-    resident set of the command or of any descendant it waited for (for nbval and nbgrader, the
-    Jupyter kernel). ``peak_tree_rss_bytes`` is the largest sum of the RSS of the whole process tree
-    seen while polling every ``poll_seconds`` (None without psutil). Past ``timeout`` seconds the
-    command's process group is killed and ``timed_out`` is set.
+    ``peak_rss_bytes`` is the largest peak resident set of any single process in the command's
+    tree (for nbval and nbgrader: the Jupyter kernel), read from each process's own high-water
+    mark (Linux ``VmHWM``; elsewhere the RSS seen while polling). ``peak_tree_rss_bytes`` is the
+    largest sum of the current RSS of the whole tree seen while polling. (The ``ru_maxrss`` of a
+    waited-for child is no use here: on Linux it also counts this process's own RSS at fork time.)
+    Past ``timeout`` seconds the command's process group is killed and ``timed_out`` is set.
     """
+    import psutil  # a dependency of ipykernel, so present wherever notebooks run
+
+    peaks: dict[int, int] = {}
+    peak_tree = 0
+    timed_out = False
     with tempfile.TemporaryFile(mode="w+b") as log:
         started = time.perf_counter()
         process = subprocess.Popen(
             command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        watched = psutil.Process(process.pid) if psutil is not None else None
-        peak_tree = 0 if watched is not None else None
-        timed_out = False
-        while True:
-            # wait4 rather than Popen.wait: it hands back the resource usage of the finished tree.
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if watched is not None:
-                peak_tree = max(peak_tree, _tree_rss(watched))
+        root = psutil.Process(process.pid)
+        while process.poll() is None:
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.Error:  # the command ended just now
+                tree = []
+            current = 0
+            for member in tree:
+                try:
+                    peaks[member.pid] = max(peaks.get(member.pid, 0), _peak_rss_of(member))
+                    current += member.memory_info().rss
+                except psutil.Error:  # it ended between listing and reading
+                    continue
+            peak_tree = max(peak_tree, current)
             if time.perf_counter() - started > timeout and not timed_out:
                 timed_out = True
                 os.killpg(process.pid, 9)
             time.sleep(poll_seconds)
         seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
         log.seek(0)
         # Keep the end of the output, without the terminal colour codes pytest and nbval add.
         tail = re.sub(r"\x1b\[[0-9;]*m", "", log.read().decode("utf-8", errors="replace"))[-3000:]
-    scale = 1 if sys.platform == "darwin" else 1024
     return ProcessRun(
         returncode=process.returncode,
         seconds=seconds,
-        peak_rss_bytes=usage.ru_maxrss * scale,
+        peak_rss_bytes=max(peaks.values(), default=0),
         peak_tree_rss_bytes=peak_tree,
         output_tail=tail,
         timed_out=timed_out,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -47,12 +47,15 @@ class StrategySettings:
     """Budgets and learning rates of the strategy comparison (recorded with the results)."""
 
     seeds: tuple[int, ...] = (0, 1, 2)
-    finetune_epochs: int = 2
+    finetune_epochs: int = 5
     head_epochs: int = 30
     batch_size: int = 32
     scratch_lr: float = 1e-3
     head_lr: float = 1e-3
     finetune_lr: float = 1e-4
+    # End-to-end training: random resized crops and flips, and BatchNorm statistics that keep updating.
+    augment: bool = True
+    freeze_bn: bool = False
 
 
 def _with_new_head(model: nn.Module, num_classes: int, seed: int) -> nn.Module:
@@ -75,12 +78,21 @@ def _reinitialise(model: nn.Module, seed: int) -> nn.Module:
 
 def _train_full(model, optimizer, data, settings, seed, device) -> float:
     loader = DataLoader(
-        data["train_augmented"],
+        data["train_augmented" if settings.augment else "train_plain"],
         batch_size=settings.batch_size,
         shuffle=True,
         generator=torch.Generator().manual_seed(seed),
     )
-    fit(model, loader, None, optimizer, epochs=settings.finetune_epochs, device=device, progress=False)
+    fit(
+        model,
+        loader,
+        None,
+        optimizer,
+        epochs=settings.finetune_epochs,
+        device=device,
+        freeze_bn=settings.freeze_bn,
+        progress=False,
+    )
     return evaluate(model, DataLoader(data["val"], batch_size=settings.batch_size), device)
 
 
@@ -235,6 +247,54 @@ def benchmark_strategies(
         "strategies": results,
         "targets": _targets(results),
         "passed": all(target["passed"] for target in _targets(results)),
+    }
+
+
+DIAGNOSIS_VARIANTS = {
+    "as in section 2 (augmentation, BatchNorm statistics updating)": {},
+    "BatchNorm frozen (tl.freeze_batchnorm every epoch)": {"freeze_bn": True},
+    "no augmentation (eval preprocessing for training)": {"augment": False},
+    "BatchNorm frozen and no augmentation": {"freeze_bn": True, "augment": False},
+}
+
+
+def benchmark_finetune_diagnosis(
+    backbone,
+    train_augmented,
+    train_plain,
+    val,
+    *,
+    settings: StrategySettings | None = None,
+    strategy: str = "fine_tuning",
+    device=None,
+    log=print,
+) -> dict:
+    """Why does fine-tuning trail feature extraction? Re-run ``strategy`` changing one thing at a time.
+
+    Each variant of ``DIAGNOSIS_VARIANTS`` flips BatchNorm freezing and/or training augmentation;
+    everything else (epochs, learning rates, seeds) is ``settings``.
+    """
+    settings = settings or StrategySettings()
+    device = torch.device(device or "cpu")
+    data = {
+        "train_augmented": train_augmented,
+        "train_plain": train_plain,
+        "val": val,
+        "num_classes": len(train_plain.classes),
+    }
+    variants = {}
+    for label, changes in DIAGNOSIS_VARIANTS.items():
+        variant_settings = replace(settings, **changes)
+        runs = []
+        for seed in settings.seeds:
+            run = run_strategy(strategy, backbone.model, data, variant_settings, seed, device)
+            log(f"  {label}, seed {seed}: val acc {run['val_acc']:.3f} in {run['seconds']:.0f} s")
+            runs.append(run)
+        variants[label] = _summary(runs)
+    return {
+        "strategy": strategy,
+        "settings": asdict(settings) | {"train_images": len(train_plain), "val_images": len(val)},
+        "variants": variants,
     }
 
 
