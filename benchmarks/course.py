@@ -172,13 +172,14 @@ def benchmark_grading(
                 row["output_tail"] = run.output_tail[-1500:]
             log(f"  {name}: {points['score']}/{points['max_score']} automatic points in {run.seconds:.1f} s")
             rows.append(row)
-    slowest = max((row["seconds"] for row in rows), default=0.0)
+    # The budget is for one learner's complete submission: every notebook of the course.
+    complete_submission = sum(row["seconds"] for row in rows)
     full_marks = sum(row["graded"] and row["score"] == row["max_score"] for row in rows)
     targets = [
         {
-            "target": f"each submission graded in <= {GRADING_SECONDS_BUDGET} s",
-            "measured": f"slowest {slowest:.1f} s",
-            "passed": slowest <= GRADING_SECONDS_BUDGET,
+            "target": f"a complete submission (all notebooks) graded in <= {GRADING_SECONDS_BUDGET} s",
+            "measured": f"{complete_submission:.1f} s",
+            "passed": complete_submission <= GRADING_SECONDS_BUDGET,
         },
         {
             "target": "reference solutions get every automatic point",
