@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--only head,strategies,efficiency,course,grading] [--quick | --tiny]``."""
+"""``python -m benchmarks [--only head,strategies,diagnosis,efficiency,course,grading] [--quick|--tiny]``."""
 
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--finetune-epochs", type=int, help="epochs of every end-to-end strategy (section 2; default 5)"
     )
     parser.add_argument("--seeds", type=int, help="seeds per strategy (default 3)")
+    parser.add_argument("--diagnosis-seeds", type=int, help="seeds per fine-tuning variant (default 2)")
     parser.add_argument("--efficiency-seeds", type=int, help="seeds per subset size (default 5)")
     parser.add_argument("--note", action="append", default=[], help="a note to print under every section run")
     args = parser.parse_args(argv)
@@ -92,7 +93,7 @@ def budgets(args) -> dict:
         # An end-to-end epoch costs ~20 s on 2 idle CPU cores: 4 strategies x 3 seeds x 5 epochs ~ 20 min.
         "finetune_epochs": args.finetune_epochs or (1 if small else 5),
         "seeds": tuple(range(args.seeds or (1 if small else 3))),
-        "diagnosis_seeds": tuple(range(1 if small else 2)),
+        "diagnosis_seeds": tuple(range(args.diagnosis_seeds or (1 if small else 2))),
         "efficiency_seeds": tuple(range(args.efficiency_seeds or (2 if small else 5))),
         "per_class": (2, None) if args.tiny else ((5, None) if args.quick else (5, 10, 25, 50, None)),
     }
@@ -129,10 +130,9 @@ def main(argv=None) -> int:
         train_augmented = image_folder(data_root / "train", train_transforms(backbone))
         notebooks = solution_notebooks(REPO / "solutions")
 
-        results = load_results(args.out)
         with PeakMemory(torch.device("cpu")) as probe:
             pass
-        results["cpu_memory_method"] = probe.method
+        measured = {}
         for name in args.sections:
             print(f"[{name}]")
             machine = machine_info(device, backbone.name) | {"backbone_reason": backbone.reason}
@@ -189,7 +189,11 @@ def main(argv=None) -> int:
             section["notes"] = [note for note in [_busy_note(machine, load_at_end), *args.note] if note]
             if args.quick or args.tiny:
                 section["notes"].insert(0, "smoke run (--quick/--tiny): budgets far below the real ones.")
-            results["sections"][name] = section
+            measured[name] = section
+            # Read the file again just before writing, so that sections another run wrote meanwhile stay.
+            results = load_results(args.out)
+            results["sections"].update(measured)
+            results["cpu_memory_method"] = probe.method
             written = write_results(results, args.out)
             print(
                 f"[{name}] done in {section['section_seconds']:.0f} s; wrote {', '.join(map(str, written))}"

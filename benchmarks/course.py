@@ -4,15 +4,18 @@
    other (as ``make test`` runs them), all sharing one fresh feature cache (``TL_CACHE``): the first
    notebook that extracts features pays for it and later ones reuse the cache, as for a learner who
    works through the course in order on a new machine.
-4. Each reference notebook is handed in as a complete submission in a throwaway nbgrader course
-   and graded with ``nbgrader autograde``, which runs it with ``NBGRADER_EXECUTION`` set (heavy
-   cells skip, as on a grading server).
+4. Each reference notebook is handed in to a throwaway nbgrader course and graded with plain
+   ``nbgrader autograde``, which runs it with ``NBGRADER_EXECUTION`` set (heavy cells skip, as on a
+   grading server); then one learner's complete submission (every reference notebook) goes through
+   the course's own grading command, ``tlcourse grade``, which adds limits and a re-check.
 """
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -187,10 +190,70 @@ def benchmark_grading(
             "passed": full_marks == len(rows),
         },
     ]
+    tlcourse = None
+    if importlib.util.find_spec("tlhelpers.cli") is not None:
+        log("  tlcourse grade, one learner, every notebook ...")
+        tlcourse = benchmark_grading_cli(solutions_dir, assignments, data_root, repo=repo)
+        per_submission = tlcourse["seconds_per_submission"]
+        log(f"  tlcourse grade: {per_submission} s for the learner, {tlcourse['seconds']:.1f} s in all")
+        targets.insert(
+            1,
+            {
+                "target": f"`tlcourse grade`: a complete submission graded in <= {GRADING_SECONDS_BUDGET} s",
+                "measured": f"{per_submission:.1f} s" if per_submission is not None else "grading failed",
+                "passed": per_submission is not None and per_submission <= GRADING_SECONDS_BUDGET,
+            },
+        )
     return {
         "command": f"nbgrader autograde <assignment> --student {STUDENT} --force",
+        "tlcourse": tlcourse,
         "assignments": rows,
         "total_seconds": sum(row["seconds"] for row in rows),
         "targets": targets,
         "passed": all(target["passed"] for target in targets),
     }
+
+
+# `tlcourse grade` logs one line per student: "  <student>: <points> points in <seconds> s".
+_STUDENT_LINE = re.compile(r"^\s+(?P<student>\S+): (?P<points>[\d.]+) points in (?P<seconds>[\d.]+) s$", re.M)
+
+
+def benchmark_grading_cli(
+    solutions_dir: Path,
+    assignments: list[str],
+    data_root: Path,
+    *,
+    repo: Path = REPO,
+    timeout: float = 1800.0,
+) -> dict:
+    """Grade one learner's complete submission (every reference notebook) with ``tlcourse grade``.
+
+    ``seconds_per_submission`` is the time the command reports for the learner; ``seconds`` is the
+    whole command, including the one-off preparation of the course that every grading run pays.
+    """
+    with tempfile.TemporaryDirectory(prefix="tl-bench-tlcourse-") as scratch_name:
+        scratch = Path(scratch_name)
+        handed_in = scratch / "submissions" / STUDENT
+        handed_in.mkdir(parents=True)
+        for name in assignments:
+            shutil.copyfile(solutions_dir / name / f"{name}.ipynb", handed_in / f"{name}.ipynb")
+        env = dict(os.environ, TL_DATA=str(data_root), TL_CACHE=str(scratch / "cache"))
+        env.pop("NBGRADER_EXECUTION", None)
+        command = [sys.executable, "-m", "tlhelpers.cli", "grade", str(scratch / "submissions")]
+        command += ["--out", str(scratch / "out"), "--solutions", str(solutions_dir)]
+        run = run_measured(command, cwd=repo, env=env, timeout=timeout)
+        match = _STUDENT_LINE.search(run.output_tail)
+        grades_csv = scratch / "out" / "grades.csv"
+        rows = list(csv.DictReader(grades_csv.open())) if grades_csv.is_file() else []
+    result = {
+        "command": "tlcourse grade <folder with one learner's notebooks> --out <folder>",
+        "graded": run.returncode == 0 and match is not None,
+        "seconds": run.seconds,
+        "seconds_per_submission": float(match["seconds"]) if match else None,
+        "score": sum(float(row["score"]) for row in rows),
+        "max_score": sum(float(row["max_score"]) for row in rows),
+        "peak_rss_bytes": run.peak_rss_bytes,
+    }
+    if not result["graded"]:
+        result["output_tail"] = run.output_tail[-1500:]
+    return result

@@ -8,6 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from .course import GRADING_SECONDS_BUDGET
 from .strategies import FEATURE_EXTRACTION_TARGET
 
 SECTION_TITLES = {
@@ -303,6 +304,29 @@ def _grading_section(section: dict, results: dict) -> list[str]:
             f"| {row['assignment']} | {points} | {row['seconds']:.1f} s | {_bytes(row['peak_rss_bytes'])} |"
         )
     lines.append(f"| **all** | | | **{section['total_seconds']:.1f} s** | |")
+    rows = section["assignments"]
+    if rows and section["total_seconds"] > GRADING_SECONDS_BUDGET:
+        fastest = min(row["seconds"] for row in rows)
+        lines += [
+            "",
+            f"Note: graded one after another, every notebook pays its own start-up (nbgrader, a fresh "
+            f"kernel, importing torch, loading the backbone and the data in the setup cell); even the "
+            f"fastest notebook took {fastest:.1f} s, so {len(rows)} notebooks in a row cannot take less than "
+            f"about {len(rows) * fastest:.0f} s however little their test cells do.",
+        ]
+    cli = section.get("tlcourse")
+    if cli:
+        if cli["graded"]:
+            lines += [
+                "",
+                f"`{cli['command']}` (the course's grading command: limits, re-check, feedback) graded the "
+                f"same six notebooks as one learner's submission in {cli['seconds_per_submission']:.1f} s "
+                f"({cli['score']:g}/{cli['max_score']:g} points in grades.csv); the whole command took "
+                f"{cli['seconds']:.1f} s, the rest being the one-off preparation of the course; peak RSS "
+                f"{_bytes(cli['peak_rss_bytes'])}.",
+            ]
+        else:
+            lines += ["", f"`{cli['command']}` failed: see `tlcourse.output_tail` in results.json."]
     return [*lines, "", *_targets_table(section["targets"])]
 
 
