@@ -67,6 +67,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--diagnosis-seeds", type=int, help="seeds per fine-tuning variant (default 2)")
     parser.add_argument("--efficiency-seeds", type=int, help="seeds per subset size (default 5)")
     parser.add_argument("--note", action="append", default=[], help="a note to print under every section run")
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: rewrite results.md and the plot from results.json",
+    )
     args = parser.parse_args(argv)
     args.sections = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(args.sections) - set(SECTIONS))
@@ -113,6 +118,12 @@ def _busy_note(machine: dict, load_at_end: float | None) -> str | None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.render_only:
+        results = load_results(args.out)
+        if not results["sections"]:
+            raise SystemExit(f"{args.out / 'results.json'} holds no results to render")
+        print(f"Wrote {', '.join(map(str, write_results(results, args.out)))}")
+        return 0
     device = torch.device(args.device) if args.device else pick_device()
     plan = budgets(args)
     with tempfile.TemporaryDirectory(prefix="tl-bench-") as scratch:

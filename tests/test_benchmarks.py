@@ -19,6 +19,7 @@ if str(REPO) not in sys.path:  # `benchmarks` is a folder of the repository, not
 from benchmarks.__main__ import main  # noqa: E402
 from benchmarks.head import benchmark_head  # noqa: E402
 from benchmarks.measure import run_measured  # noqa: E402
+from benchmarks.strategies import DIAGNOSIS_VARIANTS  # noqa: E402
 from benchmarks.tiny import make_tiny_image_folder, tiny_backbone  # noqa: E402
 from tlhelpers.data import eval_transforms, image_folder  # noqa: E402
 
@@ -60,7 +61,7 @@ def test_tiny_run_writes_every_result_file(tmp_path, capsys):
     )
     assert [row["per_class"] for row in results["sections"]["efficiency"]["rows"]] == [2, "all"]
     markdown = (tmp_path / "results.md").read_text()
-    assert len(results["sections"]["diagnosis"]["variants"]) == 4
+    assert len(results["sections"]["diagnosis"]["variants"]) == len(DIAGNOSIS_VARIANTS)
     for heading in (
         "1. Training the head",
         "2. Strategy comparison",
@@ -70,6 +71,11 @@ def test_tiny_run_writes_every_result_file(tmp_path, capsys):
         assert heading in markdown
     assert "tiny-cnn" in markdown and "PASS" in markdown
     assert (tmp_path / "benchmarks.png").read_bytes()[:4] == b"\x89PNG"
+
+    # The report can be rebuilt from results.json alone.
+    (tmp_path / "results.md").unlink()
+    assert main(["--render-only", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "results.md").read_text() == markdown
 
     # A later subset run keeps the sections it did not run.
     assert main(["--tiny", "--only", "head", "--out", str(tmp_path)]) == 0
