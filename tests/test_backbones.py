@@ -242,6 +242,36 @@ def test_explicit_resnet18_offline_is_a_clear_error(offline):
     assert files_in(offline) == []
 
 
+def test_explicit_resnet18_failed_download_is_one_sentence_without_a_urllib_traceback(offline, monkeypatch):
+    monkeypatch.setattr(models, "_url_answers", lambda url, timeout: True)
+
+    def refused(*args, **kwargs):
+        raise urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", refused)
+    with pytest.raises(models.WeightsUnavailableError) as caught:
+        load_pretrained("resnet18", timeout=0.1)
+    message = str(caught.value)
+    assert isinstance(caught.value, RuntimeError)
+    assert "downloading them failed" in message and "Connection refused" in message
+    assert "TL_BACKBONE=efficientnet_lite0" in message and "load_pretrained('efficientnet_lite0')" in message
+    assert "\n" not in message and message.count(". ") == 0, "one sentence"
+    assert caught.value.__cause__ is None and caught.value.__context__ is None, "no chained traceback"
+    assert isinstance(caught.value.error, OSError), "the original error is kept for whoever wants it"
+    assert files_in(offline) == []
+
+
+def test_explicit_resnet18_with_an_unreadable_cached_file_says_what_to_do(offline):
+    offline.mkdir(parents=True)
+    resnet18_checkpoint_path().write_bytes(b"tiny fake checkpoint")
+    with pytest.raises(models.WeightsUnavailableError) as caught:
+        load_pretrained("resnet18", verbose=False)
+    message = str(caught.value)
+    assert str(resnet18_checkpoint_path()) in message and "could not be read" in message
+    assert "delete that file" in message and "TL_BACKBONE=efficientnet_lite0" in message
+    assert caught.value.__context__ is None
+
+
 # --- the network probe and the download, with fake connections -------------------------------------
 
 

@@ -22,12 +22,16 @@ from tlhelpers.data import (
     HYMENOPTERA_COUNTS,
     DataError,
     DataNotFoundError,
+    check_same_classes,
     eval_transforms,
     find_hymenoptera,
+    find_image_data,
+    find_split,
     image_folder,
     load_hymenoptera,
     make_loaders,
     train_transforms,
+    unpack_zip,
     verify_image_folder,
 )
 
@@ -121,11 +125,23 @@ def test_no_class_subfolders_explains_layout(tmp_path, make_image):
     assert "<class name>/<image>.jpg" in str(caught.value)
 
 
+def test_images_directly_in_the_folder_say_to_move_them(tmp_path, make_image):
+    for index in range(5):
+        make_image(tmp_path / "flat" / f"img{index}.jpg")
+    with _raises_naming(tmp_path / "flat") as caught:
+        verify_image_folder(tmp_path / "flat")
+    assert "holds 5 images directly (img0.jpg, img1.jpg, img2.jpg, ...)" in str(caught.value)
+    assert "move them into one subfolder per class" in str(caught.value)
+
+
 def test_single_class_is_refused(tmp_path, make_image):
     make_image(tmp_path / "one" / "ants" / "a.jpg")
     with _raises_naming(tmp_path / "one") as caught:
         verify_image_folder(tmp_path / "one")
     assert "at least 2" in str(caught.value)
+    assert "'ants'" in str(caught.value) and "add a subfolder of images for each other class" in str(
+        caught.value
+    )
 
 
 def test_empty_class_folder(tiny_image_folder):
@@ -138,7 +154,22 @@ def test_empty_class_folder(tiny_image_folder):
 def test_min_images_per_class(tiny_image_folder):
     with _raises_naming(tiny_image_folder / "dogs") as caught:
         verify_image_folder(tiny_image_folder, min_images_per_class=4)
-    assert "only 3 images" in str(caught.value)
+    assert "only 3 images" in str(caught.value) and "need at least 4" in str(caught.value)
+    assert "add images of that class, or remove the folder" in str(caught.value)
+
+
+def test_file_without_read_permission(tiny_image_folder, monkeypatch):
+    locked = tiny_image_folder / "cats" / "cat0.jpg"
+
+    def no_permission(path, *args, **kwargs):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(data, "open", no_permission, raising=False)  # shadows the builtin inside data.py
+    with _raises_naming(locked) as caught:
+        verify_image_folder(tiny_image_folder)
+    assert "cannot be read" in str(caught.value) and "permissions" in str(caught.value)
 
 
 def test_split_folder_passed_instead_of_one_split(tmp_path, make_image):
@@ -508,3 +539,155 @@ def test_real_hymenoptera_counts_classes_and_placeholder(capsys):
     assert "imageNotFound.gif" in capsys.readouterr().out
     image, target = splits.val[0]
     assert image.shape == (3, 32, 32) and target == 0
+
+
+# ---------------------------------------------------------------- a learner's own data: zips, splits, classes
+
+
+def _write_classes(root: Path, counts: dict[str, int]) -> Path:
+    for class_name, count in counts.items():
+        for index in range(count):
+            folder = root / class_name
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (20 * index, 100, 200)).save(folder / f"{class_name}{index}.jpg")
+    return root
+
+
+def _zip_folder(folder: Path, archive: Path, *, inside: str = "") -> Path:
+    """Zip the contents of ``folder``, stored under ``inside/`` in the archive (as zipping a folder does)."""
+    import zipfile
+
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file():
+                zipped.write(file, str(Path(inside) / file.relative_to(folder)))
+    return archive
+
+
+def test_val_folder_lacking_a_class_names_both_folders_and_the_class(tmp_path):
+    train = _write_classes(tmp_path / "set" / "train", {"ants": 2, "bees": 2, "wasps": 2})
+    val = _write_classes(tmp_path / "set" / "val", {"ants": 1, "bees": 1})
+    with pytest.raises(DataError) as caught:
+        check_same_classes(verify_image_folder(train), verify_image_folder(val))
+    message = str(caught.value)
+    assert str(train) in message and str(val) in message
+    assert "has 3 classes" in message and "has 2 classes" in message
+    assert "validation lacks ['wasps']" in message
+
+
+def test_val_folder_with_an_extra_class_is_named(tmp_path):
+    train = _write_classes(tmp_path / "set" / "train", {"ants": 2, "bees": 2})
+    val = _write_classes(tmp_path / "set" / "val", {"ants": 1, "bees": 1, "Bees": 1})
+    with pytest.raises(DataError, match=r"validation has \['Bees'\], which training lacks"):
+        check_same_classes(train, val)
+    assert check_same_classes(train, train) == ["ants", "bees"]
+
+
+def test_load_hymenoptera_refuses_mismatched_splits(fake_hymenoptera, tmp_path):
+    copy = tmp_path / "copy" / "hymenoptera_data"
+    shutil.copytree(fake_hymenoptera, copy)
+    _write_classes(copy / "val", {"wasps": 1})
+    with pytest.raises(DataError, match="wasps"):
+        load_hymenoptera(copy, download=False)
+
+
+def test_zip_whose_top_folder_wraps_the_classes_works(tmp_path):
+    source = _write_classes(tmp_path / "photos", {"cats": 3, "dogs": 3})
+    archive = _zip_folder(source, tmp_path / "upload" / "photos.zip", inside="photos")
+    train, val = find_image_data(archive)
+    assert train == tmp_path / "upload" / "photos" / "photos" and val is None
+    assert verify_image_folder(train).counts == {"cats": 3, "dogs": 3}
+    assert find_image_data(archive) == (train, None), "a second call reuses the unpacked folder"
+    assert [entry.name for entry in archive.parent.iterdir() if entry.name.startswith(".")] == []
+
+
+def test_zip_of_the_class_folders_themselves_works(tmp_path):
+    source = _write_classes(tmp_path / "photos", {"cats": 2, "dogs": 2})
+    archive = _zip_folder(source, tmp_path / "flat.zip")
+    train, val = find_image_data(archive)
+    assert train == tmp_path / "flat" and val is None
+    assert verify_image_folder(train).classes == ["cats", "dogs"]
+
+
+def test_zip_with_nested_train_and_val(tmp_path):
+    _write_classes(tmp_path / "src" / "train", {"cats": 3, "dogs": 3})
+    _write_classes(tmp_path / "src" / "val", {"cats": 1, "dogs": 1})
+    archive = _zip_folder(tmp_path / "src", tmp_path / "pets.zip", inside="pets")
+    train, val = find_image_data(archive)
+    assert (train, val) == (tmp_path / "pets" / "pets" / "train", tmp_path / "pets" / "pets" / "val")
+    assert check_same_classes(train, val) == ["cats", "dogs"]
+
+
+def test_zip_of_loose_images_says_it_has_no_class_folders(tmp_path):
+    source = tmp_path / "loose"
+    source.mkdir()
+    for index in range(4):
+        Image.new("RGB", (8, 8)).save(source / f"img{index}.jpg")
+    archive = _zip_folder(source, tmp_path / "loose.zip", inside="loose")
+    with _raises_naming(archive) as caught:
+        find_image_data(archive)
+    assert "holds no folders, only files (img0.jpg, img1.jpg, img2.jpg, ...)" in str(caught.value)
+    assert "one folder of images per class" in str(caught.value)
+
+
+def test_empty_zip(tmp_path):
+    (tmp_path / "nothing").mkdir()
+    archive = _zip_folder(tmp_path / "nothing", tmp_path / "nothing.zip")
+    with pytest.raises(DataError, match=re.escape(f"{archive} is empty")):
+        unpack_zip(archive)
+
+
+def test_file_that_is_not_a_zip(tmp_path):
+    fake = tmp_path / "photos.zip"
+    fake.write_text("<!DOCTYPE html><html>Sign in to continue</html>")
+    with _raises_naming(fake) as caught:
+        find_image_data(fake)
+    assert "is not a zip archive" in str(caught.value) and "<!DOCTYPE" in str(caught.value)
+    assert not (tmp_path / "photos").exists()
+
+
+def test_other_file_is_neither_folder_nor_zip(tmp_path, make_image):
+    image = make_image(tmp_path / "one.jpg")
+    with _raises_naming(image, DataError) as caught:
+        find_image_data(image)
+    assert "not a folder of images or a .zip" in str(caught.value)
+
+
+def test_missing_location(tmp_path):
+    with _raises_naming(tmp_path / "nowhere.zip"):
+        find_image_data(tmp_path / "nowhere.zip")
+
+
+def test_changed_zip_is_unpacked_again(tmp_path, capsys):
+    _write_classes(tmp_path / "v1", {"cats": 2, "dogs": 2})
+    archive = _zip_folder(tmp_path / "v1", tmp_path / "pets.zip")
+    assert verify_image_folder(find_image_data(archive)[0]).classes == ["cats", "dogs"]
+    _write_classes(tmp_path / "v2", {"cats": 2, "dogs": 2, "fish": 2})
+    archive.unlink()
+    _zip_folder(tmp_path / "v2", archive)
+    os.utime(archive, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert verify_image_folder(find_image_data(archive)[0]).classes == ["cats", "dogs", "fish"]
+    assert "changed since it was unpacked" in capsys.readouterr().out
+
+
+def test_val_without_train_is_explained(tmp_path):
+    _write_classes(tmp_path / "set" / "val", {"cats": 1, "dogs": 1})
+    _write_classes(tmp_path / "set" / "cats", {"x": 1})
+    with _raises_naming(tmp_path / "set") as caught:
+        find_split(tmp_path / "set")
+    assert "val/ folder but no train/ folder" in str(caught.value)
+
+
+def test_split_folders_mixed_with_class_folders(tmp_path):
+    _write_classes(tmp_path / "set" / "train", {"cats": 1, "dogs": 1})
+    _write_classes(tmp_path / "set", {"birds": 1})
+    with pytest.raises(DataError, match=r"mixes split folders \(train/\) with other folders \(birds\)"):
+        find_split(tmp_path / "set")
+
+
+def test_train_and_test_folders_use_train_and_say_test_is_unused(tmp_path, capsys):
+    _write_classes(tmp_path / "set" / "Train", {"cats": 1, "dogs": 1})
+    _write_classes(tmp_path / "set" / "test", {"cats": 1, "dogs": 1})
+    assert find_split(tmp_path / "set") == (tmp_path / "set" / "Train", None)
+    assert "test is not used" in capsys.readouterr().out

@@ -238,7 +238,7 @@ def graded(tmp_path_factory):
     before = _tree_digest(submissions)
     out = root / "out"
     limits = grading.Limits(
-        cell_timeout=20, verify_timeout=20, memory_gb=3, student_timeout=600, cpu_seconds=600
+        cell_timeout=30, verify_timeout=30, memory_gb=3, student_timeout=600, cpu_seconds=600
     )
     results = grading.grade_folder(submissions, out, jobs=2, limits=limits, log=lambda message: None)
     with open(out / "grades.csv", newline="") as handle:
@@ -287,26 +287,16 @@ def test_every_student_gets_one_row_per_assignment(graded):
     assert graded["unchanged"], "grading changed the submissions folder"
 
 
-# The memory hog scored 0/7 (status "graded") in one clean-clone CI run on 2026-11-23 and 7/7 in the
-# grader's own runs; the cause is not found yet, so it is marked rather than hidden (see issue 4).
-HOG_UNDER_INVESTIGATION = pytest.mark.xfail(
-    reason="hog sample scored 0/7 instead of 7/7 in one clean-clone run; cause not found", strict=False
-)
-
-
-@pytest.mark.parametrize(
-    "student",
-    [pytest.param(s, marks=HOG_UNDER_INVESTIGATION) if s == "hog" else s for s in sorted(EXPECTED_FREEZING)],
-)
+@pytest.mark.parametrize("student", sorted(EXPECTED_FREEZING))
 def test_sample_grade_and_reason(graded, student):
     score, status, note, lost = EXPECTED_FREEZING[student]
     row = graded["rows"][(student, FREEZING)]
-    assert (float(row["score"]), row["status"]) == (score, status), row
-    assert note in row["notes"], row
+    assert (float(row["score"]), row["status"]) == (score, status), str(row)
+    assert note in row["notes"], str(row)
     if status not in ("missing", "unreadable"):
         maximum = {e.grade_id: e.points for e in grading.read_assignment(SOLUTIONS, FREEZING).exercises}
         if student != "untouched":
-            assert _exercises(row) == {g: points - lost.get(g, 0) for g, points in maximum.items()}, row
+            assert _exercises(row) == {g: points - lost.get(g, 0) for g, points in maximum.items()}, str(row)
 
 
 def test_reference_solutions_get_full_marks(graded):

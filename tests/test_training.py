@@ -7,7 +7,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from tlhelpers import training
 from tlhelpers.training import (
+    GPUOutOfMemoryError,
     History,
     extract_features,
     fit,
@@ -15,6 +17,7 @@ from tlhelpers.training import (
     predict,
     save_checkpoint,
     train_linear_head,
+    train_one_epoch,
 )
 from tlhelpers.utils import set_seed
 
@@ -170,16 +173,34 @@ def test_fit_with_mixed_precision_on_cuda():
     assert next(model.parameters()).dtype == torch.float32
 
 
-def test_progress_bars_write_to_stderr_outside_autograding(capsys, monkeypatch):
+def test_progress_bars_go_to_stdout_never_stderr(capsys, monkeypatch):
     monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
     model = tiny_net()
     train_loader, val_loader = toy_loaders()
     fit(model, train_loader, val_loader, torch.optim.Adam(model.parameters()), epochs=1, device=CPU)
-    assert "epoch 1/1" in capsys.readouterr().err
+    extract_features(nn.Flatten(), toy_images(8), CPU, batch_size=4)
+    captured = capsys.readouterr()
+    assert "epoch 1/1" in captured.out and "features" in captured.out
+    assert captured.err == ""
 
 
-def test_no_progress_output_under_nbgrader(capsys, monkeypatch):
-    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+def test_progress_bars_are_widgets_in_a_notebook(capsys, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.setattr(training, "_notebook_widgets_available", lambda: True)
+    bars = []
+    monkeypatch.setattr("tqdm.notebook.tqdm.display", lambda self, *args, **kwargs: bars.append(self))
+    extract_features(nn.Flatten(), toy_images(8), CPU, batch_size=4)
+    assert bars and all(isinstance(bar, notebook_tqdm) for bar in bars)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("value", ["autograde", "1"])
+def test_no_progress_output_under_nbgrader(capsys, monkeypatch, value):
+    monkeypatch.setenv("NBGRADER_EXECUTION", value)
+    monkeypatch.setattr(training, "_notebook_widgets_available", lambda: True)  # not even a widget
     model = tiny_net()
     train_loader, val_loader = toy_loaders()
     fit(model, train_loader, val_loader, torch.optim.Adam(model.parameters()), epochs=1, device=CPU)
@@ -382,6 +403,113 @@ def test_predict_returns_predictions_labels_and_probabilities():
     assert model.training
 
 
+class FolderLike(TensorDataset):
+    """A TensorDataset that knows its class names, as an ImageFolder does."""
+
+    def __init__(self, *tensors, classes):
+        super().__init__(*tensors)
+        self.classes = classes
+
+
+def test_predict_refuses_a_model_with_another_number_of_classes():
+    images = toy_images(6)
+    data = FolderLike(*images.tensors, classes=["ants", "bees", "wasps"])
+    with pytest.raises(
+        ValueError, match="outputs 2 class scores, but the data has 3 classes \\(ants, bees, wasps\\)"
+    ):
+        predict(tiny_net(num_classes=2), torch.utils.data.Subset(data, [0, 1, 2]), CPU)
+
+
+def test_fit_refuses_labels_the_model_has_no_output_for():
+    model = tiny_net(num_classes=2)
+    images = toy_images(8)
+    loader = DataLoader(TensorDataset(images.tensors[0], torch.arange(8) % 3), batch_size=4)
+    with pytest.raises(ValueError, match="outputs 2 class scores, but the data has a label 2"):
+        fit(model, loader, None, torch.optim.Adam(model.parameters()), epochs=1, device=CPU, progress=False)
+
+
+# ---------------------------------------------------------------- running out of GPU memory
+
+
+class OutOfMemoryNet(nn.Module):
+    """Raises the error CUDA raises when its memory is full (the class can be made on a CPU too)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+
+    def forward(self, inputs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def assert_explains_out_of_memory(caught, call: str, batch_size: int, suggestion: str):
+    error = caught.value
+    assert isinstance(error, torch.cuda.OutOfMemoryError) and isinstance(error, RuntimeError)
+    assert isinstance(error.__cause__, torch.cuda.OutOfMemoryError), "the original is chained"
+    message = str(error)
+    assert message.startswith(f"{call} ran out of GPU memory with batch size {batch_size}.")
+    assert suggestion in message
+    assert "Free memory first: `del`" in message and "torch.cuda.empty_cache()" in message
+    assert "Tried to allocate 2.00 GiB" in message
+
+
+def test_out_of_memory_in_fit_says_which_batch_size_to_try():
+    model = OutOfMemoryNet()
+    loader = DataLoader(toy_images(8), batch_size=8)
+    with pytest.raises(GPUOutOfMemoryError) as caught:
+        fit(model, loader, None, torch.optim.Adam(model.parameters()), epochs=1, device=CPU, progress=False)
+    assert_explains_out_of_memory(caught, "fit", 8, "a train_loader with batch_size=4")
+
+
+def test_out_of_memory_in_validation_names_the_val_loader():
+    model, train_loader = tiny_net(), DataLoader(toy_images(4), batch_size=4)
+    val_loader = DataLoader(toy_images(4), batch_size=32)
+    calls = []
+
+    def forward_then_fail(module, inputs):
+        calls.append(module.training)
+        if not module.training:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    model.register_forward_pre_hook(forward_then_fail)
+    with pytest.raises(GPUOutOfMemoryError) as caught:
+        fit(model, train_loader, val_loader, torch.optim.Adam(model.parameters()), epochs=1, device=CPU)
+    assert_explains_out_of_memory(caught, "fit (validation)", 32, "a val_loader with batch_size=16")
+
+
+def test_out_of_memory_in_extract_features_predict_and_train_one_epoch():
+    with pytest.raises(GPUOutOfMemoryError) as caught:
+        extract_features(OutOfMemoryNet(), toy_images(8), CPU, batch_size=64)
+    assert_explains_out_of_memory(caught, "extract_features", 64, "extract_features(..., batch_size=32)")
+    with pytest.raises(GPUOutOfMemoryError) as caught:
+        predict(OutOfMemoryNet(), DataLoader(toy_images(8), batch_size=16), CPU)
+    assert_explains_out_of_memory(caught, "predict", 16, "a DataLoader with batch_size=8")
+    model = OutOfMemoryNet()
+    with pytest.raises(GPUOutOfMemoryError) as caught:
+        train_one_epoch(
+            model,
+            DataLoader(toy_images(8), batch_size=2),
+            torch.optim.Adam(model.parameters()),
+            nn.CrossEntropyLoss(),
+            CPU,
+        )
+    assert_explains_out_of_memory(caught, "train_one_epoch", 2, "a DataLoader with batch_size=1")
+
+
+def test_out_of_memory_with_a_batch_of_one_suggests_other_ways():
+    with pytest.raises(GPUOutOfMemoryError, match="batch size 1. A batch of 1 is already the smallest. Free"):
+        extract_features(OutOfMemoryNet(), toy_images(2), CPU, batch_size=1)
+
+
+def test_other_errors_pass_through_unchanged():
+    class Broken(nn.Module):
+        def forward(self, inputs):
+            raise RuntimeError("shapes do not match")
+
+    with pytest.raises(RuntimeError, match="^shapes do not match$"):
+        extract_features(Broken(), toy_images(2), CPU)
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -412,6 +540,25 @@ def test_corrupt_checkpoint_names_the_file(tmp_path):
     path.write_bytes(b"\x00garbage")
     with pytest.raises(RuntimeError, match="broken.pt"):
         load_checkpoint(tiny_net(), path)
+
+
+def test_checkpoint_with_another_number_of_classes_names_both(tmp_path):
+    path = save_checkpoint(tiny_net(num_classes=5), tmp_path / "five.pt", classes=list("abcde"))
+    with pytest.raises(RuntimeError) as caught:
+        load_checkpoint(tiny_net(num_classes=2), path)
+    message = str(caught.value)
+    assert "five.pt" in message and "5 classes (a, b, c, d, e)" in message and "has 2 outputs" in message
+    assert "replace_head(model, num_classes=5)" in message
+
+
+def test_checkpoint_of_other_classes_is_refused_when_classes_are_given(tmp_path):
+    path = save_checkpoint(tiny_net(num_classes=2), tmp_path / "pets.pt", classes=["cats", "dogs"])
+    with pytest.raises(ValueError, match=r"pets.pt.*\['cats', 'dogs'\].*\['ants', 'bees'\]"):
+        load_checkpoint(tiny_net(num_classes=2), path, classes=["ants", "bees"])
+    assert load_checkpoint(tiny_net(num_classes=2), path, classes=["cats", "dogs"])["classes"] == [
+        "cats",
+        "dogs",
+    ]
 
 
 def test_checkpoint_of_another_model_names_the_file(tmp_path):

@@ -2,10 +2,10 @@
 
 Reference implementations of every exercise (``from tlhelpers import freeze``),
 the checks that grade them (``tlhelpers.checks``), pretrained backbones that
-also work offline, the ants-vs-bees data, training utilities and plots.
+also work offline, the ants-vs-bees data, training utilities, plots and widgets.
 """
 
-from . import plots
+from . import plots, widgets
 from .data import (
     eval_transforms,
     image_folder,
@@ -87,4 +87,5 @@ __all__ = [
     "trainable_parameters",
     "unfreeze",
     "verify_image_folder",
+    "widgets",
 ]

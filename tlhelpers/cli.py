@@ -44,6 +44,7 @@ def grade(args) -> int:
         memory_gb=args.memory_gb,
         cpu_seconds=args.student_timeout,
         verify_timeout=args.cell_timeout,
+        threads=args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs)),
     )
     try:
         results = grading.grade_folder(
@@ -187,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade_parser.add_argument("--cell-timeout", type=int, default=120, help="seconds per cell")
     grade_parser.add_argument("--student-timeout", type=int, default=900, help="seconds per student")
     grade_parser.add_argument("--memory-gb", type=float, default=4.0, help="memory per student")
+    grade_parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per student (default: cores / jobs)"
+    )
     grade_parser.set_defaults(run=grade)
 
     doctor_parser = commands.add_parser("doctor", help="check torch, device, backbone, data, nbgrader")

@@ -13,6 +13,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -139,8 +140,13 @@ def _check_image(path: Path) -> None:
         return
     if stat.st_size == 0:
         raise DataError(f"{path} is an empty file (0 bytes), not an image. Delete it or replace it.")
-    with open(path, "rb") as handle:
-        head = handle.read(64)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError as error:
+        raise DataError(
+            f"{path} cannot be read ({error.strerror or error}). Check its permissions, or delete it."
+        ) from error
     if head.startswith(_LFS_POINTER_PREFIX):
         raise DataError(
             f"{path} is a Git LFS pointer (a small text file), not the image itself. "
@@ -187,10 +193,20 @@ def verify_image_folder(path, *, min_images_per_class: int = 1) -> FolderReport:
         raise DataError(f"Image folder {root} does not exist.")
     if not root.is_dir():
         raise DataError(f"{root} is a file, not a folder of class subfolders.")
-    layout = f"expected {root}/<class name>/<image>.jpg, one subfolder per class"
+    layout = f"expected layout: {root}/<class name>/<image>.jpg, one subfolder per class"
     classes = _class_folders(root)
     if not classes:
-        raise DataError(f"{root} has no class subfolders: {layout}.")
+        loose = [
+            entry.name for entry in os.scandir(root) if entry.is_file() and _file_kind(entry.name) == "image"
+        ]
+        if loose:
+            examples = ", ".join(sorted(loose)[:3]) + (", ..." if len(loose) > 3 else "")
+            found = (
+                f"it holds {len(loose)} images directly ({examples}); move them into one subfolder per class"
+            )
+        else:
+            found = "it holds no subfolders at all"
+        raise DataError(f"{root} has no class subfolders: {found} ({layout}).")
     split_like = sorted(set(classes) & _SPLIT_NAMES)
     if split_like:
         raise DataError(
@@ -199,7 +215,8 @@ def verify_image_folder(path, *, min_images_per_class: int = 1) -> FolderReport:
         )
     if len(classes) < 2:
         raise DataError(
-            f"{root} has a single class folder ({classes[0]!r}); a classifier needs at least 2: {layout}."
+            f"{root} has a single class folder ({classes[0]!r}); a classifier needs at least 2 classes: "
+            f"add a subfolder of images for each other class ({layout})."
         )
 
     counts: dict[str, int] = {}
@@ -218,8 +235,9 @@ def verify_image_folder(path, *, min_images_per_class: int = 1) -> FolderReport:
         if len(images) < min_images_per_class:
             found = "no images" if not images else f"only {len(images)} images"
             raise DataError(
-                f"Class folder {root / class_name} has {found} (need at least {min_images_per_class}); "
-                f"image extensions read: {', '.join(IMAGE_EXTENSIONS)}."
+                f"Class folder {root / class_name} has {found} (need at least {min_images_per_class}): add "
+                "images of that class, or remove the folder to leave the class out. Image extensions read: "
+                f"{', '.join(IMAGE_EXTENSIONS)}."
             )
         for image in images:
             _check_image(image)
@@ -268,6 +286,181 @@ def _announce_left_out(report: FolderReport) -> None:
             f"Note: ignored {len(new_ignored)} file(s) in {report.root} without an image extension "
             f"({examples}{', ...' if len(new_ignored) > 3 else ''})."
         )
+
+
+# ---------------------------------------------------------------- your own data: zips, splits, classes
+
+_TRAIN_NAMES = ("train", "training")
+_VAL_NAMES = ("val", "valid", "validation")
+_UNPACKED_MARKER = ".tlhelpers-unpacked"
+_ZIP_METADATA = {"__MACOSX"}
+
+
+def _describe_source(archive: Path) -> str:
+    stat = archive.stat()
+    return f"{archive.name} {stat.st_size} {stat.st_mtime_ns}"
+
+
+def _visible_entries(folder: Path) -> list[Path]:
+    return sorted(
+        entry
+        for entry in folder.iterdir()
+        if not entry.name.startswith(".") and entry.name not in _ZIP_METADATA
+    )
+
+
+def _step_into_wrapper(folder: Path) -> Path:
+    """Zipping a folder usually gives an archive holding that one folder: step into it (and into a folder
+    wrapped the same way inside it) while it is the only entry and itself holds folders."""
+    while True:
+        entries = _visible_entries(folder)
+        if len(entries) != 1 or not entries[0].is_dir():
+            return folder
+        inner = entries[0]
+        if not any(entry.is_dir() for entry in _visible_entries(inner)):
+            return folder
+        folder = inner
+
+
+def unpack_zip(archive, destination=None) -> Path:
+    """Unpack a .zip of an image folder and return the folder that holds the class (or train/val) folders.
+
+    The archive is unpacked once into ``destination`` (default: next to it, named like it without
+    ``.zip``), through a temporary folder renamed at the end, so an interrupted run never leaves a
+    half-unpacked folder. A zip that changed since is unpacked again. A single top folder wrapping the
+    classes (what zipping a folder gives) is stepped into; macOS's ``__MACOSX`` folder is ignored.
+    Raises ``DataError`` naming the archive when it is not a zip or holds no folders. Used in 06_capstone.
+    """
+    archive = Path(archive).expanduser().absolute()
+    if not archive.is_file():
+        raise DataError(f"There is no zip file at {archive}.")
+    if not zipfile.is_zipfile(archive):
+        with open(archive, "rb") as handle:
+            head = handle.read(16)
+        raise DataError(
+            f"{archive} is not a zip archive (it starts with {head!r}). Make one by zipping the folder of "
+            "class subfolders (right-click > Compress, or `zip -r photos.zip photos/`), or point at the "
+            "unpacked folder instead."
+        )
+    target = Path(destination).expanduser().absolute() if destination else archive.with_suffix("")
+    marker = target / _UNPACKED_MARKER
+    source = _describe_source(archive)
+    if target.is_dir() and marker.is_file() and marker.read_text() != source:
+        print(f"{archive.name} changed since it was unpacked: unpacking it again into {target}")
+        shutil.rmtree(target)
+    elif target.is_dir() and not marker.is_file():
+        print(
+            f"Using the existing folder {target} next to {archive.name} (delete it to unpack the zip again)."
+        )
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        try:
+            try:
+                with zipfile.ZipFile(archive) as opened:
+                    opened.extractall(staging)
+            except (zipfile.BadZipFile, OSError, EOFError) as error:
+                raise DataError(
+                    f"{archive} is damaged and cannot be unpacked ({error}). Make the zip again."
+                ) from error
+            (staging / _UNPACKED_MARKER).write_text(source)
+            os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    folder = _step_into_wrapper(target)
+    entries = _visible_entries(folder)
+    if not entries:
+        raise DataError(f"{archive} is empty: zip the folder that holds one subfolder of images per class.")
+    if not any(entry.is_dir() for entry in entries):
+        examples = ", ".join(entry.name for entry in entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise DataError(
+            f"{archive} holds no folders, only files ({examples}): a classifier needs one folder of images "
+            "per class. Sort the images into class subfolders and zip the folder that holds them."
+        )
+    return folder
+
+
+def find_split(folder) -> tuple[Path, Path | None]:
+    """``(training folder, validation folder or None)`` for an image folder that may hold ``train/`` and
+    ``val/`` (also ``training/``, ``valid/``, ``validation/``; any case). Without them, the folder itself
+    is the training folder and there is no validation folder. Raises ``DataError`` for a ``val/`` without
+    a ``train/``, or split folders mixed with class folders. Used in 06_capstone.
+    """
+    folder = Path(folder)
+    subfolders = {entry.name.lower(): entry for entry in _visible_entries(folder) if entry.is_dir()}
+    train = next((subfolders[name] for name in _TRAIN_NAMES if name in subfolders), None)
+    val = next((subfolders[name] for name in _VAL_NAMES if name in subfolders), None)
+    if train is None and val is None:
+        return folder, None
+    if train is None:
+        raise DataError(
+            f"{folder} has a {val.name}/ folder but no train/ folder: put the training images, one subfolder "
+            f"per class, in {folder / 'train'}."
+        )
+    others = sorted(entry.name for name, entry in subfolders.items() if name not in _TRAIN_NAMES + _VAL_NAMES)
+    unused = [name for name in others if name.lower() in ("test", "testing")]
+    for name in unused:
+        print(f"Note: {folder / name} is not used: only {train.name}/ and the validation images are.")
+    others = [name for name in others if name not in unused]
+    if others:
+        splits = f"{train.name}/" + (f", {val.name}/" if val else "")
+        raise DataError(
+            f"{folder} mixes split folders ({splits}) with other folders ({', '.join(others)}): put every "
+            f"class folder inside {train.name}/ (and the validation ones in val/), or remove the split "
+            "folders."
+        )
+    return train, val
+
+
+def find_image_data(location) -> tuple[Path, Path | None]:
+    """``(training folder, validation folder or None)`` for a learner's data: a folder of class folders,
+    a folder holding ``train/`` and ``val/``, or a .zip of either (unpacked next to it with ``unpack_zip``).
+
+    Raises ``DataError`` naming the path when there is nothing there or it is neither. Used in 06_capstone.
+    """
+    path = Path(location).expanduser().absolute()
+    if not path.exists():
+        raise DataError(f"There is no file or folder at {path} (from {str(location)!r}).")
+    if path.is_file():
+        if path.suffix.lower() != ".zip" and not zipfile.is_zipfile(path):
+            raise DataError(
+                f"{path} is a file, not a folder of images or a .zip of one: point at the folder that holds "
+                "one subfolder per class, or at a zip of it."
+            )
+        path = unpack_zip(path)
+    return find_split(path)
+
+
+def _classes_and_root(split) -> tuple[list[str], str]:
+    if isinstance(split, (str, os.PathLike)):
+        return _class_folders(Path(split)), str(split)
+    return list(split.classes), str(getattr(split, "root", "?"))
+
+
+def check_same_classes(train, val) -> list[str]:
+    """Make sure a training and a validation set have the same classes; return the class names.
+
+    ``train`` and ``val`` are folders, ``FolderReport`` objects or image folders. Raises ``DataError``
+    naming both folders and the classes that only one of them has. Used in 06_capstone (and by
+    ``load_hymenoptera``).
+    """
+    train_classes, train_root = _classes_and_root(train)
+    val_classes, val_root = _classes_and_root(val)
+    if train_classes == val_classes:
+        return train_classes
+    only_train = [name for name in train_classes if name not in val_classes]
+    only_val = [name for name in val_classes if name not in train_classes]
+    differences = []
+    if only_train:
+        differences.append(f"validation lacks {only_train}")
+    if only_val:
+        differences.append(f"validation has {only_val}, which training lacks")
+    raise DataError(
+        f"The training folder {train_root} has {len(train_classes)} classes {train_classes}, the validation "
+        f"folder {val_root} has {len(val_classes)} classes {val_classes} ({'; '.join(differences)}). Both "
+        "need the same class folders, spelled the same: add the missing ones, or rename or remove the others."
+    )
 
 
 # ---------------------------------------------------------------- finding the ants-vs-bees data
@@ -434,8 +627,7 @@ def load_hymenoptera(
     folder = find_hymenoptera(root, download=download)
     train = image_folder(folder / "train", transform=train_transform)
     val = image_folder(folder / "val", transform=eval_transform)
-    if train.classes != val.classes:
-        raise DataError(f"{folder}: train classes {train.classes} differ from val classes {val.classes}.")
+    check_same_classes(train.report, val.report)
     return Splits(train=train, val=val, classes=list(train.classes), root=folder)
 
 

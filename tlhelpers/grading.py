@@ -46,6 +46,8 @@ KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "nam
 # hold any character an LMS allows) only appears in the CSV and the feedback folder.
 LEARNER_ID = "learner"
 FLAT_SEPARATOR = "__"
+# The Colab setup cell (tools/colab.py) installs packages on Colab; its imports are not the course's.
+COLAB_SETUP_TAG = "colab-setup"
 HIDDEN_BEGIN, HIDDEN_END = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
 CSV_COLUMNS = ("student", "assignment", "score", "max_score", "status", "exercises", "notes", "feedback")
 
@@ -63,6 +65,10 @@ class Limits:
     memory_gb: float = 4.0
     cpu_seconds: int = 900
     verify_timeout: int = 60
+    # Threads for torch in each kernel and re-check. Students graded at the same time must not
+    # each use every core: on 2 cores, two kernels with 2 busy-waiting threads each run many
+    # times slower than two with one thread, and honest cells then hit their time limit.
+    threads: int = 1
 
 
 @dataclasses.dataclass
@@ -197,7 +203,7 @@ def read_assignment(solutions_dir: Path, name: str) -> Assignment:
             sources[meta["grade_id"]] = cell.source
         elif meta.get("solution"):
             answer_ids.append(meta["grade_id"])
-        else:
+        elif COLAB_SETUP_TAG not in cell.metadata.get("tags", []):
             setup.append(_imports_only(cell.source))
     if not exercises:
         raise GradingError(f"{path}: no graded test cell, nothing to grade")
@@ -319,7 +325,7 @@ _LIMIT_LAUNCHER = (
 )
 
 
-def grading_env(scratch: Path) -> dict[str, str]:
+def grading_env(scratch: Path, threads: int = 1) -> dict[str, str]:
     """Environment for nbgrader and its kernels: this interpreter, a private kernelspec and config.
 
     JUPYTER_PATH and JUPYTER_CONFIG_DIR point into ``scratch`` so that nothing in the grader's
@@ -339,6 +345,8 @@ def grading_env(scratch: Path) -> dict[str, str]:
     env["JUPYTER_PATH"] = str(scratch / "jupyter-data")
     env["JUPYTER_CONFIG_DIR"] = str(scratch / "jupyter-config")
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[variable] = str(threads)
     env.pop("NBGRADER_EXECUTION", None)
     return env
 
@@ -742,9 +750,13 @@ _MISSING = object()
 _VOLATILE_GLOBALS = {"__warningregistry__", "_once_registry", "_filters_version"}
 
 
-def _verify_entry(job_path: str, report_path: str, cwd: str, memory: int, cpu: int) -> None:
+def _verify_entry(job_path: str, report_path: str, cwd: str, memory: int, cpu: int, threads: int) -> None:
     """Start of a re-check process (forked from a server that imported the checks): limits, then work."""
     import resource
+
+    import torch
+
+    torch.set_num_threads(threads)
 
     resource.setrlimit(resource.RLIMIT_DATA, (memory, memory))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
@@ -775,7 +787,7 @@ def _run_recheck(payload: str, course: Path, limits: Limits, timeout: float) -> 
     job_path, report_path = course / f"recheck-{token}.json", course / f"recheck-{token}.out"
     job_path.write_text(payload, encoding="utf-8")
     memory = int(limits.memory_gb * (1 << 30))
-    args = (str(job_path), str(report_path), str(course), memory, limits.cpu_seconds)
+    args = (str(job_path), str(report_path), str(course), memory, limits.cpu_seconds, limits.threads)
     process = _fork_server().Process(target=_verify_entry, args=args)
     process.start()
     stopped = _watch(process.pid, lambda: process.exitcode is not None, limits, timeout)
@@ -940,7 +952,7 @@ def grade_student(
     """Grade every assignment of one student in a private copy of the template course."""
     course = Path(tempfile.mkdtemp(prefix="student-", dir=scratch)) / "course"
     shutil.copytree(template, course)
-    env = grading_env(course.parent)
+    env = grading_env(course.parent, limits.threads)
     notes = {name: list(student_notes) for name in assignments}
     usable = []
     for name, handin in handins.items():
@@ -997,8 +1009,10 @@ def grade_student(
                 result.status = "flagged"
                 result.notes.append(
                     f"{exercise.grade_id}: passed in the notebook but not when re-checked on its own "
-                    f"({record['message'].splitlines()[-1] if record['message'] else 'failed'})"
+                    f"({_last_line(record['message'])})"
                 )
+            elif auto is None and record and not record["passed"] and name in autograde_failures:
+                result.notes.append(f"{exercise.grade_id}: {_last_line(record['message'])}")
         result.score = sum(s for s, _ in result.exercises.values())
         results.append(result)
         _write_feedback(result, course, assignment, out_dir)
@@ -1024,6 +1038,10 @@ def _autograde(course: Path, usable: list[str], env: dict, limits: Limits):
             scores.pop(name, None)
             failures[name] = _failure_reason(completed.output, completed)
     return scores, failures
+
+
+def _last_line(message: str) -> str:
+    return message.strip().splitlines()[-1] if message.strip() else "failed"
 
 
 def exercise_of(grade_id: str) -> str:
@@ -1172,7 +1190,7 @@ def grade_folder(
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="tl-grade-") as scratch_name:
         scratch = Path(scratch_name)
-        env = grading_env(scratch)
+        env = grading_env(scratch, limits.threads)
         log(f"Preparing the course for {', '.join(names)} ...")
         template = make_template(solutions_dir, names, scratch, env)
         unverifiable = calibrate(solutions_dir, assignments, template, limits)

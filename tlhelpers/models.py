@@ -439,6 +439,54 @@ def _choose_automatically(timeout: float, verbose: bool) -> tuple[str, str]:
     return "resnet18", f"its ImageNet weights were downloaded to {path}"
 
 
+class WeightsUnavailableError(RuntimeError):
+    """The ResNet-18 weights could neither be found in the cache nor downloaded (or could not be read).
+
+    The message says why and how to switch to the offline backbone; the underlying error is kept in
+    ``.error`` rather than chained, so a learner sees one sentence instead of a urllib traceback.
+    Raised by ``load_pretrained("resnet18")`` (01_imagenet_features).
+    """
+
+    def __init__(self, message: str, error: BaseException):
+        super().__init__(message)
+        self.error = error
+
+
+_OFFLINE_ADVICE = (
+    "to work offline, use the backbone whose weights ship with the course's packages: "
+    "load_pretrained('efficientnet_lite0'), or set the environment variable TL_BACKBONE=efficientnet_lite0 "
+    "(os.environ['TL_BACKBONE'] = 'efficientnet_lite0' in a notebook, before loading)"
+)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _load_resnet18_or_explain(timeout: float, verbose: bool, reason: str) -> Backbone:
+    path = resnet18_checkpoint_path()
+    try:
+        fetch_resnet18_weights(timeout, verbose=verbose)
+    except (OSError, http.client.HTTPException) as error:
+        problem = WeightsUnavailableError(
+            f"The resnet18 ImageNet weights are not cached at {path} and downloading them failed "
+            f"({_first_line(error)}); {_OFFLINE_ADVICE}.",
+            error,
+        )
+    else:
+        try:
+            return _load_resnet18(reason)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            problem = WeightsUnavailableError(
+                f"The cached resnet18 weights at {path} could not be read ({_first_line(error)}); delete "
+                f"that file to download them again, or {_OFFLINE_ADVICE}.",
+                error,
+            )
+    # Raised outside the except blocks, so that no chained urllib or pickle traceback is printed above it.
+    raise problem
+
+
 def load_pretrained(name: str | None = None, *, verbose: bool = True, timeout: float = 5.0) -> Backbone:
     """Load an ImageNet-pretrained classifier, in eval mode, as a ``Backbone``.
 
@@ -461,15 +509,8 @@ def load_pretrained(name: str | None = None, *, verbose: bool = True, timeout: f
         reason = "set by TL_BACKBONE" if from_environment else "requested by name"
         backbone = _load_efficientnet_lite0(reason)
     elif name == "resnet18":
-        try:
-            fetch_resnet18_weights(timeout, verbose=verbose)
-        except OSError as error:
-            raise RuntimeError(
-                f"resnet18 weights are not cached at {resnet18_checkpoint_path()} and could not be "
-                f"downloaded ({error}). Offline, use load_pretrained('efficientnet_lite0')."
-            ) from error
         reason = "set by TL_BACKBONE" if from_environment else "requested by name"
-        backbone = _load_resnet18(reason)
+        backbone = _load_resnet18_or_explain(timeout, verbose, reason)
     else:
         choice, reason = _choose_automatically(timeout, verbose)
         backbone = None

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import re
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -14,12 +15,77 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
-from tqdm.auto import tqdm
+from tqdm.std import tqdm as text_tqdm
 
-from .models import freeze_batchnorm, trainable_parameters
+from .models import find_head, freeze_batchnorm, trainable_parameters
 from .utils import is_autograding, pick_device, reference_implementation
 
 _CHECKPOINT_FORMAT = "tlhelpers-checkpoint-v1"
+
+# torch.OutOfMemoryError since torch 2.5; torch.cuda.OutOfMemoryError (the same class there) before.
+_TorchOutOfMemoryError = getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+
+
+class GPUOutOfMemoryError(_TorchOutOfMemoryError):
+    """The GPU ran out of memory inside a tlhelpers call; the message names the call, the batch size in
+    use and what to try. Still a ``torch.OutOfMemoryError`` (and a ``RuntimeError``), chained to the
+    original. Raised by ``fit``, ``train_one_epoch``, ``extract_features`` and ``predict``
+    (04_training_the_head).
+    """
+
+
+def _batch_size_of(loader) -> int | None:
+    size = getattr(loader, "batch_size", None)
+    if size is None:
+        size = getattr(getattr(loader, "batch_sampler", None), "batch_size", None)
+    return size
+
+
+@contextlib.contextmanager
+def _explain_out_of_memory(call: str, batch_size: int | None, smaller: str):
+    """Turn a CUDA out-of-memory error inside ``call`` into a ``GPUOutOfMemoryError`` that says what to do.
+
+    ``smaller`` is a format string with ``{batch_size}``: how to ask ``call`` for a smaller batch.
+    """
+    try:
+        yield
+    except GPUOutOfMemoryError:
+        raise
+    except _TorchOutOfMemoryError as error:
+        free_memory = (
+            "Free memory first: `del` the models, optimizers and tensors of earlier experiments that you no "
+            "longer need, then run `import gc; gc.collect(); torch.cuda.empty_cache()` (restart the kernel "
+            "if that is not enough)."
+        )
+        if batch_size is None:
+            in_use = "an unknown batch size"
+            advice = f"Try a smaller batch, {smaller.format(batch_size=16)} for instance. {free_memory}"
+        elif batch_size > 1:
+            in_use = f"batch size {batch_size}"
+            advice = f"Try half that: {smaller.format(batch_size=batch_size // 2)}. {free_memory}"
+        else:
+            in_use = "batch size 1"
+            advice = (
+                f"A batch of 1 is already the smallest. {free_memory} Or use smaller images, a smaller "
+                "backbone, mixed precision (fit(..., amp=True)) or the CPU."
+            )
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise GPUOutOfMemoryError(
+            f"{call} ran out of GPU memory with {in_use}. {advice} (PyTorch said: {first_line})"
+        ) from error
+
+
+def _check_outputs_fit_labels(outputs: torch.Tensor, targets: torch.Tensor, call: str) -> None:
+    """A model with fewer outputs than the data has classes fails with a clear message, not an index error."""
+    if outputs.ndim != 2 or targets.ndim != 1 or targets.numel() == 0 or targets.is_floating_point():
+        return
+    largest = int(targets.max())
+    if largest >= outputs.shape[1]:
+        raise ValueError(
+            f"{call}: the model outputs {outputs.shape[1]} class scores, but the data has a label {largest} "
+            f"(so at least {largest + 1} classes). Give the model a head with one output per class of "
+            "your data: replace_head(model, num_classes=len(classes))."
+        )
 
 
 @reference_implementation
@@ -39,14 +105,16 @@ def train_one_epoch(model: nn.Module, loader, optimizer, loss_fn, device) -> flo
     """
     model.train()
     total_loss, seen = 0.0, 0
-    for inputs, targets in loader:
-        inputs, targets = inputs.to(device), targets.to(device)
-        optimizer.zero_grad()
-        loss = loss_fn(model(inputs), targets)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * targets.size(0)
-        seen += targets.size(0)
+    smaller = "a DataLoader with batch_size={batch_size}"
+    with _explain_out_of_memory("train_one_epoch", _batch_size_of(loader), smaller):
+        for inputs, targets in loader:
+            inputs, targets = inputs.to(device), targets.to(device)
+            optimizer.zero_grad()
+            loss = loss_fn(model(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * targets.size(0)
+            seen += targets.size(0)
     return total_loss / seen
 
 
@@ -96,8 +164,36 @@ class History:
 
 
 def _show_progress(progress: bool) -> bool:
-    # nbgrader gives zero to a cell that writes to stderr, where tqdm draws its bar.
+    # Under nbgrader no bar at all: graded cells stay quiet, and nothing ever goes to stderr.
     return progress and not is_autograding()
+
+
+def _notebook_widgets_available() -> bool:
+    """True inside a Jupyter kernel where tqdm can draw its bar as a widget (ipywidgets installed)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None or "IPKernelApp" not in shell.config:
+        return False
+    try:
+        from tqdm.notebook import IProgress
+    except ImportError:
+        return False
+    return IProgress is not None
+
+
+def _progress_bar(iterable=None, *, total=None, desc: str, show: bool):
+    """A progress bar that never writes to stderr: a notebook widget in Jupyter (with ipywidgets), text on
+    stdout elsewhere, and nothing at all when ``show`` is false."""
+    if not show:
+        return text_tqdm(iterable, total=total, desc=desc, disable=True)
+    if _notebook_widgets_available():
+        from tqdm.notebook import tqdm as notebook_tqdm
+
+        return notebook_tqdm(iterable, total=total, desc=desc)
+    return text_tqdm(iterable, total=total, desc=desc, file=sys.stdout, dynamic_ncols=True)
 
 
 def _as_loader(data, batch_size: int) -> DataLoader:
@@ -111,10 +207,17 @@ def _as_loader(data, batch_size: int) -> DataLoader:
 def _run_validation(model, loader, loss_fn, device, use_amp) -> tuple[float, float]:
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
-    with torch.no_grad(), torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+    smaller = "a val_loader with batch_size={batch_size}"
+    with (
+        _explain_out_of_memory("fit (validation)", _batch_size_of(loader), smaller),
+        torch.no_grad(),
+        torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp),
+    ):
         for inputs, targets in loader:
             inputs, targets = inputs.to(device), targets.to(device)
             outputs = model(inputs)
+            if seen == 0:
+                _check_outputs_fit_labels(outputs, targets, "fit (validation)")
             total_loss += loss_fn(outputs, targets).item() * targets.size(0)
             correct += (outputs.argmax(dim=1) == targets).sum().item()
             seen += targets.size(0)
@@ -146,7 +249,9 @@ def fit(
       there (``load_checkpoint`` restores them); needs a ``val_loader``.
     - ``freeze_bn``: BatchNorm layers stay frozen (``freeze_batchnorm`` after every ``model.train()``).
     - ``amp``: mixed precision; None means "on CUDA", and it is always off on other devices.
-    - ``progress``: one progress bar per epoch; never drawn under nbgrader autograding.
+    - ``progress``: one progress bar per epoch (a widget in Jupyter, else text on stdout, never stderr);
+      never drawn under nbgrader autograding.
+    - Running out of GPU memory raises ``GPUOutOfMemoryError``, which says what batch size to try.
     Defined in 04_training_the_head, used again in 05_fine_tuning and 06_capstone.
     """
     if epochs < 1:
@@ -165,22 +270,27 @@ def fit(
         model.train()
         if freeze_bn:
             freeze_batchnorm(model)
-        show = _show_progress(progress)
-        bar = tqdm(total=len(train_loader), desc=f"epoch {epoch}/{epochs}", disable=not show)
+        bar = _progress_bar(
+            total=len(train_loader), desc=f"epoch {epoch}/{epochs}", show=_show_progress(progress)
+        )
         total_loss, correct, seen = 0.0, 0, 0
-        for inputs, targets in train_loader:
-            inputs, targets = inputs.to(device), targets.to(device)
-            optimizer.zero_grad()
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                outputs = model(inputs)
-                loss = loss_fn(outputs, targets)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total_loss += loss.item() * targets.size(0)
-            correct += (outputs.argmax(dim=1) == targets).sum().item()
-            seen += targets.size(0)
-            bar.update()
+        smaller = "a train_loader with batch_size={batch_size}"
+        with _explain_out_of_memory("fit", _batch_size_of(train_loader), smaller):
+            for inputs, targets in train_loader:
+                inputs, targets = inputs.to(device), targets.to(device)
+                optimizer.zero_grad()
+                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                    outputs = model(inputs)
+                    if epoch == 1 and seen == 0:
+                        _check_outputs_fit_labels(outputs, targets, "fit")
+                    loss = loss_fn(outputs, targets)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                total_loss += loss.item() * targets.size(0)
+                correct += (outputs.argmax(dim=1) == targets).sum().item()
+                seen += targets.size(0)
+                bar.update()
         if seen == 0:
             bar.close()
             raise ValueError("train_loader yielded no samples")
@@ -333,7 +443,8 @@ def extract_features(
     Dataset or DataLoader. With ``cache_key`` the result is stored under ``cache_dir`` (default:
     ``$TL_CACHE`` or ``~/.cache/tlhelpers``) in ``features/`` and reused next time. The file name also
     carries a fingerprint of the model's weights and the data's files and transform, so changing
-    either never reuses stale features. Defined in 04_training_the_head.
+    either never reuses stale features. Progress is shown as in ``fit``; running out of GPU memory raises
+    ``GPUOutOfMemoryError`` with a smaller ``batch_size`` to try. Defined in 04_training_the_head.
     """
     loader = _as_loader(data, batch_size)
     cache_file = None
@@ -346,9 +457,14 @@ def extract_features(
     was_training = model.training
     model.to(device).eval()
     feature_batches, label_batches = [], []
+    if isinstance(data, DataLoader):
+        smaller = "a DataLoader with batch_size={batch_size}"
+    else:
+        smaller = "extract_features(..., batch_size={batch_size})"
     try:
-        with torch.no_grad():
-            for inputs, targets in tqdm(loader, desc="features", disable=not _show_progress(progress)):
+        with _explain_out_of_memory("extract_features", _batch_size_of(loader), smaller), torch.no_grad():
+            bar = _progress_bar(loader, desc="features", show=_show_progress(progress))
+            for inputs, targets in bar:
                 outputs = model(inputs.to(device))
                 feature_batches.append(outputs.reshape(outputs.shape[0], -1).float().cpu())
                 label_batches.append(torch.as_tensor(targets).long().cpu())
@@ -411,21 +527,52 @@ def train_linear_head(
     return head.cpu(), history
 
 
-def predict(model: nn.Module, data, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _class_names_of(dataset) -> list[str] | None:
+    """The class names of an ImageFolder, also through Subsets; None for other datasets."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    classes = getattr(dataset, "classes", None)
+    return list(classes) if isinstance(classes, (list, tuple)) else None
+
+
+def _check_outputs_fit_classes(outputs: torch.Tensor, classes: list[str] | None, call: str) -> None:
+    if classes is None or outputs.ndim != 2 or outputs.shape[1] == len(classes):
+        return
+    raise ValueError(
+        f"{call}: the model outputs {outputs.shape[1]} class scores, but the data has {len(classes)} "
+        f"classes ({', '.join(classes)}). Was the model (or its checkpoint) trained on other data? Build it "
+        "with replace_head(model, num_classes=len(classes)) and train it, or load the checkpoint made for "
+        "this data."
+    )
+
+
+def predict(
+    model: nn.Module, data, device=None, *, batch_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class predictions over ``data``: ``(predictions [N], labels [N], probabilities [N, C])``.
 
     ``data`` is a Dataset or DataLoader of ``(input, label)`` pairs; runs in eval mode without gradients
-    and leaves the model's train/eval mode as it was. Defined in 04_training_the_head.
+    and leaves the model's train/eval mode as it was. When the data knows its class names (an image
+    folder, or a Subset of one), the model must output one score per class. Defined in 04_training_the_head.
     """
-    loader = _as_loader(data, batch_size=64)
+    loader = _as_loader(data, batch_size=batch_size)
     device = torch.device(device) if device is not None else pick_device()
+    classes = _class_names_of(loader.dataset)
     was_training = model.training
     model.to(device).eval()
     probability_batches, label_batches = [], []
+    if isinstance(data, DataLoader):
+        smaller = "a DataLoader with batch_size={batch_size}"
+    else:
+        smaller = "predict(..., batch_size={batch_size})"
     try:
-        with torch.no_grad():
+        with _explain_out_of_memory("predict", _batch_size_of(loader), smaller), torch.no_grad():
             for inputs, targets in loader:
-                probability_batches.append(torch.softmax(model(inputs.to(device)).float(), dim=1).cpu())
+                outputs = model(inputs.to(device))
+                if not probability_batches:
+                    _check_outputs_fit_classes(outputs, classes, "predict")
+                    _check_outputs_fit_labels(outputs, torch.as_tensor(targets), "predict")
+                probability_batches.append(torch.softmax(outputs.float(), dim=1).cpu())
                 label_batches.append(torch.as_tensor(targets).long().cpu())
     finally:
         model.train(was_training)
@@ -469,11 +616,45 @@ def save_checkpoint(model: nn.Module, path, **metadata) -> Path:
     return path
 
 
-def load_checkpoint(model: nn.Module, path, map_location="cpu") -> dict:
+def _shape_mismatches(saved: dict, model: nn.Module) -> list[tuple[str, tuple, tuple]]:
+    expected = model.state_dict()
+    return [
+        (name, tuple(tensor.shape), tuple(expected[name].shape))
+        for name, tensor in saved.items()
+        if name in expected and tuple(tensor.shape) != tuple(expected[name].shape)
+    ]
+
+
+def _head_mismatch_message(path: Path, model: nn.Module, saved: dict, metadata: dict) -> str | None:
+    """When only the classification head differs in size: a message naming both class counts."""
+    try:
+        head_name, head = find_head(model)
+    except ValueError:
+        return None
+    if set(saved) != set(model.state_dict()):
+        return None
+    mismatches = _shape_mismatches(saved, model)
+    head_keys = {f"{head_name}.weight", f"{head_name}.bias"}
+    if not mismatches or any(name not in head_keys for name, _, _ in mismatches):
+        return None
+    saved_classes = saved[f"{head_name}.weight"].shape[0]
+    names = metadata.get("classes") if isinstance(metadata, dict) else None
+    saved_names = f" ({', '.join(map(str, names))})" if isinstance(names, list) else ""
+    return (
+        f"Checkpoint {path} was saved from a model with {saved_classes} classes{saved_names}, but this "
+        f"{type(model).__name__} has {head.out_features} outputs (`{head_name}`). Build the model with "
+        f"replace_head(model, num_classes={saved_classes}) to load this checkpoint, or train and save a new "
+        "one for the data you are using now."
+    )
+
+
+def load_checkpoint(model: nn.Module, path, map_location="cpu", *, classes=None) -> dict:
     """Load weights saved by ``save_checkpoint`` into ``model``; return the saved metadata.
 
     Raises ``FileNotFoundError`` or ``RuntimeError`` naming the file when it is missing, damaged,
-    or saved from a different architecture. Defined in 05_fine_tuning.
+    or saved from a different architecture; a head of another size names both class counts. With
+    ``classes`` (the class names of your data), a checkpoint whose saved ``classes`` metadata differs
+    is refused with a ``ValueError`` naming both lists. Defined in 05_fine_tuning.
     """
     path = Path(path)
     if not path.is_file():
@@ -486,9 +667,20 @@ def load_checkpoint(model: nn.Module, path, map_location="cpu") -> dict:
         ) from error
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != _CHECKPOINT_FORMAT:
         raise RuntimeError(f"{path} was not written by tlhelpers.save_checkpoint")
+    metadata = checkpoint.get("metadata", {})
+    saved_classes = metadata.get("classes") if isinstance(metadata, dict) else None
+    if classes is not None and saved_classes is not None and list(saved_classes) != list(classes):
+        raise ValueError(
+            f"Checkpoint {path} was trained on {len(saved_classes)} classes {list(saved_classes)}, but your "
+            f"data has {len(classes)} classes {list(classes)}. Use the checkpoint saved for this data, or "
+            "train and save a new one."
+        )
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as error:
+        message = _head_mismatch_message(path, model, checkpoint["state_dict"], metadata)
+        if message is not None:
+            raise RuntimeError(message) from error
         raise RuntimeError(
             f"Checkpoint {path} does not fit {type(model).__name__} (was it saved from another model "
             f"or another number of classes?):\n{error}"

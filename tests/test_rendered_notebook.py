@@ -1,0 +1,178 @@
+"""The widgets in a rendered notebook: executed with widget state stored, exported to HTML, and
+drawn by headless Chromium (Debian's ``chromium`` package).
+
+A small notebook is generated here: it shows the freezing explorer and the upload box on a tiny
+model, so the test needs neither the data set nor pretrained weights. The HTML's widget scripts
+would come from a CDN, which is out of reach, so the widgets themselves are checked through the
+embedded widget state; the screenshot (``test-artifacts/notebook.png``) shows the static parts.
+Without Chromium the screenshot step is skipped, unless ``TL_REQUIRE_CHROMIUM=1`` (set by CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+SETUP = """\
+import io
+
+import torch
+from PIL import Image
+from torch import nn
+from torchvision import transforms as T
+
+from tlhelpers import widgets
+from tlhelpers.models import Backbone
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3)
+        self.block = nn.Conv2d(4, 8, 3)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc(self.pool(torch.relu(self.block(torch.relu(self.stem(x))))).flatten(1))
+
+
+torch.manual_seed(0)
+backbone = Backbone(
+    name="tiny",
+    model=Tiny().eval(),
+    categories=["ant", "bee", "honeycomb"],
+    transforms=T.Compose([T.Resize((16, 16)), T.ToTensor()]),
+    mean=(0.0, 0.0, 0.0),
+    std=(1.0, 1.0, 1.0),
+    input_size=16,
+    head_name="fc",
+)
+buffer = io.BytesIO()
+Image.new("RGB", (64, 48), (230, 180, 40)).save(buffer, format="PNG")
+sample = buffer.getvalue()
+"""
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def make_notebook() -> nbformat.NotebookNode:
+    cells = [
+        nbformat.v4.new_markdown_cell("# Widgets, rendered\n\nThe freezing explorer and the upload box."),
+        nbformat.v4.new_code_cell(SETUP),
+        nbformat.v4.new_code_cell(
+            'widgets.freezing_explorer(Tiny(), image_size=16, timing="estimate", device="cpu")'
+        ),
+        nbformat.v4.new_code_cell("widgets.upload_and_predict(backbone, k=3, sample=sample)"),
+    ]
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    return notebook
+
+
+def pin_kernel_to_this_python(folder: Path, monkeypatch) -> None:
+    """A "python3" kernelspec that runs this interpreter, ahead of any other on JUPYTER_PATH."""
+    kernel_dir = folder / "jupyter-data" / "kernels" / "python3"
+    kernel_dir.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    (kernel_dir / "kernel.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("JUPYTER_PATH", str(folder / "jupyter-data"))
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+
+
+def widget_models(state: dict) -> set[str]:
+    return {model["model_name"] for model in state["state"].values()}
+
+
+def test_widgets_render_in_an_exported_notebook(tmp_path, monkeypatch):
+    from nbclient import NotebookClient
+    from nbconvert import HTMLExporter
+
+    pin_kernel_to_this_python(tmp_path, monkeypatch)
+    notebook = make_notebook()
+    NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+
+    for cell in notebook.cells[1:]:
+        for output in cell.outputs:
+            assert output.output_type != "error", f"{output.ename}: {output.evalue}"
+            assert not (output.output_type == "stream" and output.name == "stderr"), output.text
+    state = notebook.metadata["widgets"][WIDGET_STATE]
+    models = widget_models(state)
+    assert {"IntSliderModel", "FileUploadModel", "HTMLModel", "VBoxModel"} <= models
+    panels = [m["state"].get("value", "") for m in state["state"].values() if m["model_name"] == "HTMLModel"]
+    assert any("trainable parameters" in value for value in panels), "the explorer's panel is empty"
+    static_outputs = [
+        output.data.get("text/plain", "")
+        for cell in notebook.cells[2:]
+        for output in cell.outputs
+        if output.output_type == "display_data"
+    ]
+    assert any("Every setting at once" in text for text in static_outputs)
+    assert any("Example" in text for text in static_outputs)
+
+    html, _ = HTMLExporter().from_notebook_node(notebook)
+    assert WIDGET_STATE in html and "IntSliderModel" in html and "FileUploadModel" in html
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = ARTIFACTS / "notebook.html"
+    page.write_text(html, encoding="utf-8")
+    nbformat.write(notebook, ARTIFACTS / "notebook.ipynb")
+
+    browser = chromium()
+    if browser is None:
+        if os.environ.get("TL_REQUIRE_CHROMIUM"):
+            pytest.fail("TL_REQUIRE_CHROMIUM is set but chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium): no screenshot of the notebook")
+    screenshot = ARTIFACTS / "notebook.png"
+    screenshot.unlink(missing_ok=True)
+    command = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        f"--screenshot={screenshot}",
+        "--window-size=1280,2000",
+        page.as_uri(),
+    ]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert screenshot.is_file(), (
+        f"chromium wrote no screenshot (exit {finished.returncode}): {finished.stderr[-2000:]}"
+    )
+    print(f"screenshot of the rendered notebook: {screenshot}")
+    assert screenshot.stat().st_size > 10_000
+    with Image.open(screenshot) as image:
+        assert image.size == (1280, 2000)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is None or len(colours) > 50, "the screenshot is (nearly) blank"
