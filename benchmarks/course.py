@@ -28,6 +28,9 @@ COURSE_SECONDS_BUDGET = 600
 COURSE_MEMORY_BUDGET = 3 * 1024**3
 GRADING_SECONDS_BUDGET = 30
 STUDENT = "benchmark"
+# Grading a class: 2 students at a time on the 2-core machine, enough students to keep both busy.
+CLASS_SIZE = 4
+CLASS_JOBS = 2
 
 
 def _release_tool(repo: Path):
@@ -190,23 +193,36 @@ def benchmark_grading(
             "passed": full_marks == len(rows),
         },
     ]
-    tlcourse = None
+    tlcourse = tlcourse_class = None
     if importlib.util.find_spec("tlhelpers.cli") is not None:
         log("  tlcourse grade, one learner, every notebook ...")
         tlcourse = benchmark_grading_cli(solutions_dir, assignments, data_root, repo=repo)
-        per_submission = tlcourse["seconds_per_submission"]
-        log(f"  tlcourse grade: {per_submission} s for the learner, {tlcourse['seconds']:.1f} s in all")
-        targets.insert(
-            1,
-            {
-                "target": f"`tlcourse grade`: a complete submission graded in <= {GRADING_SECONDS_BUDGET} s",
-                "measured": f"{per_submission:.1f} s" if per_submission is not None else "grading failed",
-                "passed": per_submission is not None and per_submission <= GRADING_SECONDS_BUDGET,
-            },
+        log(f"  tlcourse grade: {tlcourse['seconds_per_submission']} s for the learner")
+        log(f"  tlcourse grade --jobs {CLASS_JOBS}, a class of {CLASS_SIZE} learners ...")
+        tlcourse_class = benchmark_grading_cli(
+            solutions_dir, assignments, data_root, learners=CLASS_SIZE, jobs=CLASS_JOBS, repo=repo
         )
+        per_submission = tlcourse_class["seconds_per_submission"]
+        log(f"  tlcourse grade --jobs {CLASS_JOBS}: {per_submission} s per submission")
+        for position, (run, what) in enumerate(
+            [
+                (tlcourse, "one learner alone"),
+                (tlcourse_class, f"a class of {CLASS_SIZE} with --jobs {CLASS_JOBS}, time per submission"),
+            ]
+        ):
+            per_submission = run["seconds_per_submission"]
+            targets.insert(
+                1 + position,
+                {
+                    "target": f"`tlcourse grade`, {what}: a submission in <= {GRADING_SECONDS_BUDGET} s",
+                    "measured": f"{per_submission:.1f} s" if per_submission is not None else "grading failed",
+                    "passed": per_submission is not None and per_submission <= GRADING_SECONDS_BUDGET,
+                },
+            )
     return {
         "command": f"nbgrader autograde <assignment> --student {STUDENT} --force",
         "tlcourse": tlcourse,
+        "tlcourse_class": tlcourse_class,
         "assignments": rows,
         "total_seconds": sum(row["seconds"] for row in rows),
         "targets": targets,
@@ -214,8 +230,10 @@ def benchmark_grading(
     }
 
 
-# `tlcourse grade` logs one line per student: "  <student>: <points> points in <seconds> s".
+# `tlcourse grade` logs one line per student ("  <student>: <points> points in <seconds> s") and,
+# at the end, "Graded <n> student(s) in <seconds> s" (grading only, without the course preparation).
 _STUDENT_LINE = re.compile(r"^\s+(?P<student>\S+): (?P<points>[\d.]+) points in (?P<seconds>[\d.]+) s$", re.M)
+_TOTAL_LINE = re.compile(r"^Graded (?P<students>\d+) student\(s\) in (?P<seconds>[\d.]+) s$", re.M)
 
 
 def benchmark_grading_cli(
@@ -223,33 +241,41 @@ def benchmark_grading_cli(
     assignments: list[str],
     data_root: Path,
     *,
+    learners: int = 1,
+    jobs: int = 1,
     repo: Path = REPO,
     timeout: float = 1800.0,
 ) -> dict:
-    """Grade one learner's complete submission (every reference notebook) with ``tlcourse grade``.
+    """Grade ``learners`` complete submissions (every reference notebook) with ``tlcourse grade --jobs``.
 
-    ``seconds_per_submission`` is the time the command reports for the learner; ``seconds`` is the
-    whole command, including the one-off preparation of the course that every grading run pays.
+    ``seconds_per_submission`` is the grading time the command reports divided by ``learners``;
+    ``seconds`` is the whole command, including the one-off preparation of the course that every
+    grading run pays.
     """
     with tempfile.TemporaryDirectory(prefix="tl-bench-tlcourse-") as scratch_name:
         scratch = Path(scratch_name)
-        handed_in = scratch / "submissions" / STUDENT
-        handed_in.mkdir(parents=True)
-        for name in assignments:
-            shutil.copyfile(solutions_dir / name / f"{name}.ipynb", handed_in / f"{name}.ipynb")
+        for learner in range(learners):
+            handed_in = scratch / "submissions" / f"{STUDENT}{learner}"
+            handed_in.mkdir(parents=True)
+            for name in assignments:
+                shutil.copyfile(solutions_dir / name / f"{name}.ipynb", handed_in / f"{name}.ipynb")
         env = dict(os.environ, TL_DATA=str(data_root), TL_CACHE=str(scratch / "cache"))
         env.pop("NBGRADER_EXECUTION", None)
         command = [sys.executable, "-m", "tlhelpers.cli", "grade", str(scratch / "submissions")]
-        command += ["--out", str(scratch / "out"), "--solutions", str(solutions_dir)]
+        command += ["--out", str(scratch / "out"), "--solutions", str(solutions_dir), "--jobs", str(jobs)]
         run = run_measured(command, cwd=repo, env=env, timeout=timeout)
-        match = _STUDENT_LINE.search(run.output_tail)
+        total = _TOTAL_LINE.search(run.output_tail)
         grades_csv = scratch / "out" / "grades.csv"
         rows = list(csv.DictReader(grades_csv.open())) if grades_csv.is_file() else []
     result = {
-        "command": "tlcourse grade <folder with one learner's notebooks> --out <folder>",
-        "graded": run.returncode == 0 and match is not None,
+        "command": f"tlcourse grade <{learners} learners' notebooks> --jobs {jobs} --out <folder>",
+        "learners": learners,
+        "jobs": jobs,
+        "graded": run.returncode == 0 and total is not None,
         "seconds": run.seconds,
-        "seconds_per_submission": float(match["seconds"]) if match else None,
+        "grading_seconds": float(total["seconds"]) if total else None,
+        "seconds_per_submission": float(total["seconds"]) / learners if total else None,
+        "learner_seconds": [float(m["seconds"]) for m in _STUDENT_LINE.finditer(run.output_tail)],
         "score": sum(float(row["score"]) for row in rows),
         "max_score": sum(float(row["max_score"]) for row in rows),
         "peak_rss_bytes": run.peak_rss_bytes,

@@ -17,7 +17,7 @@ SECTION_TITLES = {
     "diagnosis": "2b. Fine-tuning diagnosis: BatchNorm and augmentation, one change at a time",
     "efficiency": "2c. Data efficiency of feature extraction",
     "course": "3. Cost of running the course (solution notebooks under nbval)",
-    "grading": "4. Cost of grading (nbgrader autograde, one complete submission)",
+    "grading": "4. Cost of grading (nbgrader autograde and tlcourse grade, complete submissions)",
 }
 PLOT_NAME = "benchmarks.png"
 NOTEBOOK_HEAD_EPOCHS = 30  # what 04_training_the_head trains its linear head for
@@ -341,6 +341,21 @@ def _grading_section(section: dict, results: dict) -> list[str]:
             ]
         else:
             lines += ["", f"`{cli['command']}` failed: see `tlcourse.output_tail` in results.json."]
+    group = section.get("tlcourse_class")
+    if group:
+        if group["graded"]:
+            per_learner = ", ".join(f"{seconds:.1f}" for seconds in group["learner_seconds"])
+            lines += [
+                "",
+                f"`{group['command']}` graded {group['learners']} copies of the same complete submission, "
+                f"{group['jobs']} at a time, in {group['grading_seconds']:.1f} s of grading "
+                f"({group['score']:g}/{group['max_score']:g} points; each learner took {per_learner} s "
+                f"while sharing the CPU): {group['seconds_per_submission']:.1f} s per submission, the "
+                f"figure that decides how long a class takes. Each graded kernel and re-check uses one "
+                f"torch thread when two students share two cores (`--threads`, default cores / jobs).",
+            ]
+        else:
+            lines += ["", f"`{group['command']}` failed: see `tlcourse_class.output_tail` in results.json."]
     return [*lines, "", *_targets_table(section["targets"])]
 
 

@@ -184,6 +184,30 @@ def test_recheck_catches_patching_at_call_time(tmp_path):
     assert results[("honest", "ex1_freeze_test")]["passed"] is False  # not checked after tampering
 
 
+def test_split_courses_spreads_notebooks_and_leaves_the_template_alone(tmp_path):
+    template = tmp_path / "template"
+    (template / "source").mkdir(parents=True)
+    (template / "gradebook.db").write_text("empty")
+    course = tmp_path / "student" / "course"
+    shutil.copytree(template, course)
+    names = ["01_a", "02_b", "03_c"]
+    for name in names:
+        handed_in = course / "submitted" / grading.LEARNER_ID / name / f"{name}.ipynb"
+        handed_in.parent.mkdir(parents=True)
+        handed_in.write_text(name)
+
+    course_of = grading._split_courses(course, template, names, processes=2)
+
+    second = tmp_path / "student" / "course-1"
+    assert course_of == {"01_a": course, "02_b": second, "03_c": course}
+    for name, home in course_of.items():
+        assert (home / "submitted" / grading.LEARNER_ID / name / f"{name}.ipynb").read_text() == name
+    assert not (course / "submitted" / grading.LEARNER_ID / "02_b").exists()
+    assert (second / "gradebook.db").read_text() == "empty"
+    assert sorted(p.name for p in template.iterdir()) == ["gradebook.db", "source"]
+    assert grading._split_courses(course, template, ["01_a"], processes=4) == {"01_a": course}
+
+
 def test_write_csv_is_complete_and_leaves_no_temporary_file(tmp_path):
     rows = [
         grading.Result("bo", FREEZING, 5, 7, "graded", {"ex1": (2, 2)}, ["a, b | c"]),
@@ -238,7 +262,12 @@ def graded(tmp_path_factory):
     before = _tree_digest(submissions)
     out = root / "out"
     limits = grading.Limits(
-        cell_timeout=30, verify_timeout=30, memory_gb=3, student_timeout=600, cpu_seconds=600
+        cell_timeout=30,
+        verify_timeout=30,
+        memory_gb=3,
+        student_timeout=600,
+        cpu_seconds=600,
+        processes_per_student=2,  # the reference student's six notebooks in two nbgrader processes
     )
     results = grading.grade_folder(submissions, out, jobs=2, limits=limits, log=lambda message: None)
     with open(out / "grades.csv", newline="") as handle:

@@ -38,13 +38,16 @@ def release(args) -> int:
 
 def grade(args) -> int:
     """Grade a folder of submissions into ``args.out``."""
+    cores, jobs = os.cpu_count() or 1, max(1, args.jobs)
+    processes = args.processes_per_student or max(1, cores // jobs)
     limits = grading.Limits(
         cell_timeout=args.cell_timeout,
         student_timeout=args.student_timeout,
         memory_gb=args.memory_gb,
         cpu_seconds=args.student_timeout,
         verify_timeout=args.cell_timeout,
-        threads=args.threads or max(1, (os.cpu_count() or 1) // max(1, args.jobs)),
+        threads=args.threads or max(1, cores // (jobs * processes)),
+        processes_per_student=processes,
     )
     try:
         results = grading.grade_folder(
@@ -52,7 +55,7 @@ def grade(args) -> int:
             args.out,
             solutions_dir=args.solutions,
             assignment_names=args.assignment or None,
-            jobs=args.jobs,
+            jobs=jobs,
             limits=limits,
         )
     except grading.GradingError as error:
@@ -187,9 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     grade_parser.add_argument("--solutions", type=Path, default=REPO / "solutions", help="source notebooks")
     grade_parser.add_argument("--cell-timeout", type=int, default=120, help="seconds per cell")
     grade_parser.add_argument("--student-timeout", type=int, default=900, help="seconds per student")
-    grade_parser.add_argument("--memory-gb", type=float, default=4.0, help="memory per student")
+    grade_parser.add_argument("--memory-gb", type=float, default=4.0, help="memory per grading process")
     grade_parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads per student (default: cores / jobs)"
+        "--processes-per-student",
+        type=int,
+        default=None,
+        help="nbgrader processes sharing one student's notebooks (default: cores / jobs)",
+    )
+    grade_parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per graded notebook (default: 1 per core)"
     )
     grade_parser.set_defaults(run=grade)
 

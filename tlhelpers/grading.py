@@ -69,6 +69,9 @@ class Limits:
     # each use every core: on 2 cores, two kernels with 2 busy-waiting threads each run many
     # times slower than two with one thread, and honest cells then hit their time limit.
     threads: int = 1
+    # nbgrader processes per student, each grading its share of the notebooks at the same time, so
+    # that one student's notebooks use every core (memory_gb applies to each process).
+    processes_per_student: int = 1
 
 
 @dataclasses.dataclass
@@ -969,10 +972,17 @@ def grade_student(
         job, tampering[name], dropped_notes = _verify_job(path, assignments[name], skip)
         notes[name] += dropped_notes
         jobs.append(job)
+    course_of = _split_courses(course, template, usable, limits.processes_per_student)
+    groups = {home: [name for name in usable if course_of[name] == home] for home in course_of.values()}
     # The re-check needs nothing from nbgrader, so it runs while nbgrader works.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as background:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1 + len(groups)) as background:
         rechecking = background.submit(verify, jobs, course=course, limits=limits)
-        autograde_scores, autograde_failures = _autograde(course, usable, env, limits)
+        grading = [background.submit(_autograde, home, names, env, limits) for home, names in groups.items()]
+        autograde_scores, autograde_failures = {}, {}
+        for future in grading:
+            scores, failures = future.result()
+            autograde_scores.update(scores)
+            autograde_failures.update(failures)
         checked = rechecking.result()
 
     results = []
@@ -1015,10 +1025,32 @@ def grade_student(
                 result.notes.append(f"{exercise.grade_id}: {_last_line(record['message'])}")
         result.score = sum(s for s, _ in result.exercises.values())
         results.append(result)
-        _write_feedback(result, course, assignment, out_dir)
-    _generate_feedback_html(results, course, assignments, out_dir)
+        _write_feedback(result, course_of.get(name, course), assignment, out_dir)
+    for home in {course, *course_of.values()}:
+        _generate_feedback_html(results, home, assignments, out_dir)
     shutil.rmtree(course.parent, ignore_errors=True)
     return results
+
+
+def _split_courses(course: Path, template: Path, names: list[str], processes: int) -> dict[str, Path]:
+    """Spread the handed-in notebooks in ``course`` over up to ``processes`` course folders.
+
+    Each extra folder is a copy of ``template`` to which some notebooks are moved, so that one
+    nbgrader process per folder can grade them at the same time. Returns the folder of each name.
+    """
+    shares = [names[index::processes] for index in range(max(1, processes))]
+    course_of = dict.fromkeys(shares[0], course)
+    for index, share in enumerate(shares[1:], start=1):
+        if not share:
+            continue
+        home = course.parent / f"course-{index}"
+        shutil.copytree(template, home)
+        for name in share:
+            target = home / "submitted" / LEARNER_ID / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(course / "submitted" / LEARNER_ID / name, target)
+            course_of[name] = home
+    return course_of
 
 
 def _autograde(course: Path, usable: list[str], env: dict, limits: Limits):
