@@ -116,13 +116,18 @@ def _busy_note(machine: dict, load_at_end: float | None) -> str | None:
     return None
 
 
+def _readme_for(out: Path) -> Path | None:
+    """The README whose summary table follows the results: only for the committed results folder."""
+    return REPO / "README.md" if out.resolve() == RESULTS_DIR.resolve() else None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.render_only:
         results = load_results(args.out)
         if not results["sections"]:
             raise SystemExit(f"{args.out / 'results.json'} holds no results to render")
-        print(f"Wrote {', '.join(map(str, write_results(results, args.out)))}")
+        print(f"Wrote {', '.join(map(str, write_results(results, args.out, _readme_for(args.out))))}")
         return 0
     device = torch.device(args.device) if args.device else pick_device()
     plan = budgets(args)
@@ -205,7 +210,7 @@ def main(argv=None) -> int:
             results = load_results(args.out)
             results["sections"].update(measured)
             results["cpu_memory_method"] = probe.method
-            written = write_results(results, args.out)
+            written = write_results(results, args.out, _readme_for(args.out))
             print(
                 f"[{name}] done in {section['section_seconds']:.0f} s; wrote {', '.join(map(str, written))}"
             )

@@ -334,7 +334,9 @@ def _grading_section(section: dict, results: dict) -> list[str]:
             lines += [
                 "",
                 f"`{cli['command']}` (the course's grading command: limits, re-check, feedback) graded the "
-                f"same six notebooks as one learner's submission in {cli['seconds_per_submission']:.1f} s "
+                f"same six notebooks as one learner's submission (by default shared among cores / jobs "
+                f"nbgrader processes, here {section['machine']['cpu_cores']}) in "
+                f"{cli['seconds_per_submission']:.1f} s "
                 f"({cli['score']:g}/{cli['max_score']:g} points in grades.csv); the whole command took "
                 f"{cli['seconds']:.1f} s, the rest being the one-off preparation of the course; peak RSS "
                 f"{_bytes(cli['peak_rss_bytes'])}.",
@@ -472,8 +474,44 @@ def render_plot(results: dict, path: Path) -> bool:
     return True
 
 
-def write_results(results: dict, out_dir: Path) -> list[Path]:
-    """Write results.json, results.md and the plot into ``out_dir``; return the written paths."""
+README_START = "<!-- benchmark-summary: start (written by python -m benchmarks from results.json) -->"
+README_END = "<!-- benchmark-summary: end -->"
+
+
+def render_summary(results: dict) -> str:
+    """Every target of every measured section in one table, with where and when it was measured."""
+    lines = ["| section | target | measured | result | measured on |", "|---|---|---|---|---|"]
+    for key, title in SECTION_TITLES.items():
+        section = results["sections"].get(key)
+        if section is None:
+            continue
+        machine = section["machine"]
+        device = machine["device_name"] if machine["device"] == "cuda" else f"{machine['cpu_cores']}-core CPU"
+        where = f"{machine['date'][:10]}, {device}, `{machine.get('backbone', 'n/a')}`"
+        for target in section.get("targets", []):
+            short_title = title.split(" (")[0]
+            lines.append(
+                f"| {short_title} | {target['target']} | {target['measured']} | "
+                f"{_verdict(target['passed'])} | {where} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, results: dict) -> bool:
+    """Replace the summary between the README's markers; False when the markers are missing."""
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        return False
+    before, rest = text.split(README_START, 1)
+    after = rest.split(README_END, 1)[1]
+    new = f"{before}{README_START}\n\n{render_summary(results)}\n{README_END}{after}"
+    if new != text:
+        _atomic_write(readme, new.encode())
+    return True
+
+
+def write_results(results: dict, out_dir: Path, readme: Path | None = None) -> list[Path]:
+    """Write results.json, results.md and the plot into ``out_dir`` (and the summary into ``readme``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "results.json", out_dir / "results.md"]
     text = json.dumps(results, indent=1) + "\n"
@@ -483,4 +521,6 @@ def write_results(results: dict, out_dir: Path) -> list[Path]:
     _atomic_write(written[1], render_markdown(results).encode())
     if render_plot(results, out_dir / PLOT_NAME):
         written.append(out_dir / PLOT_NAME)
+    if readme is not None and update_readme(readme, results):
+        written.append(readme)
     return written

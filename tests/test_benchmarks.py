@@ -113,3 +113,26 @@ def test_run_measured_does_not_count_the_memory_of_the_caller():
     run = run_measured([sys.executable, "-c", "import time; time.sleep(0.3)"], poll_seconds=0.05)
     assert run.returncode == 0
     assert 0 < run.peak_rss_bytes < 100 * 1024 * 1024
+
+
+def test_readme_shows_the_committed_results():
+    from benchmarks.report import README_END, README_START, load_results, render_summary
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split(README_START, 1)[1].split(README_END, 1)[0]
+    expected = render_summary(load_results(REPO / "benchmarks" / "results"))
+    assert block.strip() == expected.strip(), "run `python -m benchmarks --render-only` to update the README"
+
+
+def test_update_readme_replaces_only_the_marked_block(tmp_path):
+    from benchmarks.report import README_END, README_START, update_readme
+
+    results = json.loads((REPO / "benchmarks" / "results" / "results.json").read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{README_START}\nstale\n{README_END}\n\nafter\n")
+    assert update_readme(readme, results)
+    text = readme.read_text()
+    assert text.startswith("# Title\n") and text.endswith("\n\nafter\n")
+    assert "stale" not in text and "| 4. Cost of grading |" in text
+    readme.write_text("no markers\n")
+    assert not update_readme(readme, results) and readme.read_text() == "no markers\n"
