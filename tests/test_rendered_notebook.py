@@ -2,10 +2,13 @@
 drawn by headless Chromium (Debian's ``chromium`` package).
 
 A small notebook is generated here: it shows the freezing explorer and the upload box on a tiny
-model, so the test needs neither the data set nor pretrained weights. The HTML's widget scripts
-would come from a CDN, which is out of reach, so the widgets themselves are checked through the
-embedded widget state; the screenshot (``test-artifacts/notebook.png``) shows the static parts.
-Without Chromium the screenshot step is skipped, unless ``TL_REQUIRE_CHROMIUM=1`` (set by CI).
+model, so the test needs neither the data set nor pretrained weights. The exported HTML loads its
+widget scripts (require.js and @jupyter-widgets/html-manager) from a CDN, out of reach offline.
+When ``TL_WIDGET_JS`` names a folder holding ``require.js`` and ``embed-amd.js`` (CI fetches them
+from the npm registry), the page loads them from there instead, and Chromium's rendered DOM must
+contain the live slider and upload button; the screenshot (``test-artifacts/notebook.png``) then
+shows them. Without Chromium or those scripts the browser steps are skipped, unless
+``TL_REQUIRE_CHROMIUM=1`` (set by CI).
 """
 
 from __future__ import annotations
@@ -135,7 +138,13 @@ def test_widgets_render_in_an_exported_notebook(tmp_path, monkeypatch):
     assert any("Every setting at once" in text for text in static_outputs)
     assert any("Example" in text for text in static_outputs)
 
-    html, _ = HTMLExporter().from_notebook_node(notebook)
+    scripts = widget_scripts()
+    exporter = HTMLExporter()
+    if scripts:
+        exporter = HTMLExporter(
+            require_js_url=scripts["require.js"], widget_renderer_url=scripts["embed-amd.js"]
+        )
+    html, _ = exporter.from_notebook_node(notebook)
     assert WIDGET_STATE in html and "IntSliderModel" in html and "FileUploadModel" in html
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -150,8 +159,7 @@ def test_widgets_render_in_an_exported_notebook(tmp_path, monkeypatch):
         pytest.skip("chromium is not installed (apt-get install chromium): no screenshot of the notebook")
     screenshot = ARTIFACTS / "notebook.png"
     screenshot.unlink(missing_ok=True)
-    command = [
-        browser,
+    options = [
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
@@ -162,11 +170,15 @@ def test_widgets_render_in_an_exported_notebook(tmp_path, monkeypatch):
         "--disable-sync",
         "--hide-scrollbars",
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        f"--screenshot={screenshot}",
+        "--virtual-time-budget=15000",  # let the widget scripts run before the page is captured
         "--window-size=1280,2000",
-        page.as_uri(),
     ]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    finished = subprocess.run(
+        [browser, *options, f"--screenshot={screenshot}", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert screenshot.is_file(), (
         f"chromium wrote no screenshot (exit {finished.returncode}): {finished.stderr[-2000:]}"
     )
@@ -176,3 +188,26 @@ def test_widgets_render_in_an_exported_notebook(tmp_path, monkeypatch):
         assert image.size == (1280, 2000)
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is None or len(colours) > 50, "the screenshot is (nearly) blank"
+
+    if not scripts:
+        if os.environ.get("TL_REQUIRE_CHROMIUM"):
+            pytest.fail("TL_REQUIRE_CHROMIUM is set but TL_WIDGET_JS holds no require.js and embed-amd.js")
+        pytest.skip("TL_WIDGET_JS is not set: the widgets' scripts are not available offline")
+    rendered = subprocess.run(
+        [browser, *options, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    for drawn in ("widget-slider", "widget-upload"):
+        assert drawn in rendered, f"the browser did not draw the {drawn} widget"
+
+
+def widget_scripts() -> dict[str, str]:
+    """file:// URLs of require.js and the widgets' embed-amd.js under TL_WIDGET_JS (empty if absent)."""
+    folder = os.environ.get("TL_WIDGET_JS")
+    if not folder:
+        return {}
+    found = {}
+    for name in ("require.js", "embed-amd.js"):
+        matches = sorted(Path(folder).rglob(name))
+        if matches:
+            found[name] = matches[0].resolve().as_uri()
+    return found if len(found) == 2 else {}

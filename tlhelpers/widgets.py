@@ -433,7 +433,25 @@ def _display(item, raw: bool = False) -> None:
         display(item, raw=raw)
 
 
-class FreezingExplorer:
+class _WidgetWithFallback:
+    """Shows ``self.widget`` where widgets work, then always the static output of ``_static_bundle``."""
+
+    widget = None
+
+    def _static_bundle(self) -> dict:
+        raise NotImplementedError
+
+    def _ipython_display_(self) -> None:
+        if self.widget is not None:
+            _display(self.widget)
+        _display(self._static_bundle(), raw=True)
+
+    def show(self) -> None:
+        """Display the widget (where widgets are rendered) and, below it, the static output."""
+        self._ipython_display_()
+
+
+class FreezingExplorer(_WidgetWithFallback):
     """A slider for the number of unfrozen stages and a panel with what that costs, plus a static
     table of every setting (what you see where widgets are not rendered). Build it with
     ``freezing_explorer``; ``on_change`` is the slider's callback. Defined in 02_freezing.
@@ -501,15 +519,6 @@ class FreezingExplorer:
             "text/plain": f"{title}{note}\n{self.table()}",
             "text/html": f"<p>{title_html}{html.escape(note)}</p>{freezing_table_html(self.rows)}",
         }
-
-    def _ipython_display_(self) -> None:
-        if self.widget is not None:
-            _display(self.widget)
-        _display(self._static_bundle(), raw=True)
-
-    def show(self) -> None:
-        """Display the explorer (the widget where available, then the static table)."""
-        self._ipython_display_()
 
 
 def freezing_explorer(
@@ -718,7 +727,7 @@ def _default_sample() -> Path | None:
 
 
 @dataclass
-class UploadPredictor:
+class UploadPredictor(_WidgetWithFallback):
     """An upload box whose photo goes through the model, plus a prediction on a sample photo shown
     without widgets. Build it with ``upload_and_predict``; ``on_upload`` is the upload callback.
     Defined in 01_imagenet_features.
@@ -808,15 +817,6 @@ class UploadPredictor:
             "text/plain": f"{title}\n{predictions_text(predictions)}",
             "text/html": predictions_html(predictions, load_image(sample), title=title),
         }
-
-    def _ipython_display_(self) -> None:
-        if self.widget is not None:
-            _display(self.widget)
-        _display(self._static_bundle(), raw=True)
-
-    def show(self) -> None:
-        """Display the upload box (where widgets work) and the prediction on the sample photo."""
-        self._ipython_display_()
 
 
 def upload_and_predict(
