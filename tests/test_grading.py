@@ -161,6 +161,32 @@ def test_run_limited_stops_runaway_processes(tmp_path):
     assert completed.returncode != 0 and "time limit" in completed.stopped
 
 
+def test_watchdog_stops_a_tree_that_the_data_limit_cannot(tmp_path):
+    """Eight processes under the per-process data limit, together over the limit plus the headroom."""
+    limits = grading.Limits(memory_gb=0.2, cpu_seconds=60)
+    child = "import time\nb = bytearray(190_000_000)\nb[::4096] = b'1' * len(b[::4096])\ntime.sleep(60)\n"
+    parent = (
+        "import subprocess, sys\n"
+        f"children = [subprocess.Popen([sys.executable, '-c', {child!r}]) for _ in range(8)]\n"
+        "[c.wait() for c in children]\n"
+    )
+    env = grading.grading_env(tmp_path)
+    completed = grading.run_limited(
+        [sys.executable, "-c", parent], cwd=tmp_path, env=env, limits=limits, timeout=50
+    )
+    assert "memory" in completed.stopped, completed
+
+
+def test_a_notebook_counts_as_autograded_only_when_every_test_cell_is_scored():
+    tests = ["ex1_test", "ex2_test"]
+    assert grading._fully_scored(
+        {"ex1_test": (0.0, 2.0), "ex2_test": (3.0, 3.0), "report": (None, 3.0)}, tests
+    )
+    assert not grading._fully_scored({"ex1_test": (2.0, 2.0), "ex2_test": (None, 3.0)}, tests)
+    assert not grading._fully_scored({"ex1_test": (2.0, 2.0)}, tests)
+    assert not grading._fully_scored(None, tests)
+
+
 def test_recheck_catches_patching_at_call_time(tmp_path):
     """A learner function that patches the checks while it runs is caught by the integrity records."""
     definitions = (

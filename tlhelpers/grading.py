@@ -363,6 +363,13 @@ class Completed:
     stopped: str = ""
 
 
+# The data limit (RLIMIT_DATA = memory_gb) stops one process's allocations with a MemoryError that the
+# notebook survives. The watchdog sums the resident memory of the whole tree, which also counts shared
+# libraries (torch's alone are about 0.3 GB) and nbgrader's own process: it kills at memory_gb plus this,
+# so that it catches what the data limit cannot (many processes), never a notebook the limit already held.
+WATCHDOG_HEADROOM_BYTES = 1 << 30
+
+
 def _watch(pid: int, finished, limits: Limits, timeout: float) -> str:
     """Watch the process tree of ``pid`` until ``finished()``; kill it on the time or memory limit.
 
@@ -372,7 +379,7 @@ def _watch(pid: int, finished, limits: Limits, timeout: float) -> str:
     """
     import psutil
 
-    memory = limits.memory_gb * (1 << 30)
+    memory = limits.memory_gb * (1 << 30) + WATCHDOG_HEADROOM_BYTES
     deadline = time.monotonic() + timeout
     seen: dict[int, float] = {}
     stopped = ""
@@ -389,7 +396,7 @@ def _watch(pid: int, finished, limits: Limits, timeout: float) -> str:
         if time.monotonic() > deadline:
             stopped = f"stopped after the time limit of {timeout:.0f} s"
         elif rss > memory:
-            stopped = f"stopped when it used more than {limits.memory_gb:g} GB of memory"
+            stopped = f"stopped when it used more than {memory / (1 << 30):g} GB of memory"
         if stopped:
             break
         time.sleep(0.2)
@@ -858,7 +865,9 @@ def verify(jobs: list[dict], *, course: Path, limits: Limits) -> dict[tuple[str,
 # --------------------------------------------------------------------------- one student
 
 
-def _read_gradebook(course: Path, names: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
+def _read_gradebook(course: Path, names: list[str]) -> dict[str, dict[str, tuple[float | None, float]]]:
+    """(automatic score, maximum) of every grade cell of each notebook; the score is None until
+    nbgrader has executed and scored the notebook."""
     from nbgrader.api import Gradebook, MissingEntry
 
     scores = {}
@@ -869,7 +878,7 @@ def _read_gradebook(course: Path, names: list[str]) -> dict[str, dict[str, tuple
                 notebook = gradebook.find_submission_notebook(name, name, LEARNER_ID)
             except MissingEntry:
                 continue
-            scores[name] = {g.name: (g.auto_score or 0.0, g.max_score) for g in notebook.grades}
+            scores[name] = {g.name: (g.auto_score, g.max_score) for g in notebook.grades}
     return scores
 
 
@@ -977,7 +986,11 @@ def grade_student(
     # The re-check needs nothing from nbgrader, so it runs while nbgrader works.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1 + len(groups)) as background:
         rechecking = background.submit(verify, jobs, course=course, limits=limits)
-        grading = [background.submit(_autograde, home, names, env, limits) for home, names in groups.items()]
+        test_ids = {name: [e.grade_id for e in assignments[name].exercises] for name in usable}
+        grading = [
+            background.submit(_autograde, home, names, test_ids, env, limits)
+            for home, names in groups.items()
+        ]
         autograde_scores, autograde_failures = {}, {}
         for future in grading:
             scores, failures = future.result()
@@ -1053,8 +1066,10 @@ def _split_courses(course: Path, template: Path, names: list[str], processes: in
     return course_of
 
 
-def _autograde(course: Path, usable: list[str], env: dict, limits: Limits):
-    """Run ``nbgrader autograde`` on the notebooks in ``usable``; (scores, failure reasons) by assignment."""
+def _autograde(course: Path, usable: list[str], test_ids: dict[str, list[str]], env: dict, limits: Limits):
+    """Run ``nbgrader autograde`` on the notebooks in ``usable``; (scores, failure reasons) by assignment.
+
+    ``test_ids`` has the grade ids of each assignment's test cells, all of which must be scored."""
     scores, failures = {}, {}
     if not usable:
         return scores, failures
@@ -1066,10 +1081,16 @@ def _autograde(course: Path, usable: list[str], env: dict, limits: Limits):
     scores = _read_gradebook(course, usable)
     for name in usable:
         autograded = course / "autograded" / LEARNER_ID / name / f"{name}.ipynb"
-        if name not in scores or not autograded.is_file():
+        if not _fully_scored(scores.get(name), test_ids[name]) or not autograded.is_file():
             scores.pop(name, None)
             failures[name] = _failure_reason(completed.output, completed)
     return scores, failures
+
+
+def _fully_scored(grades: dict[str, tuple[float | None, float]] | None, test_ids: list[str]) -> bool:
+    """Whether nbgrader scored every test cell. A run stopped half-way leaves the notebook copied into
+    autograded/ and its grades in the gradebook without scores: that is a failed run, not zero points."""
+    return grades is not None and all(grades.get(grade_id, (None,))[0] is not None for grade_id in test_ids)
 
 
 def _last_line(message: str) -> str:

@@ -33,7 +33,7 @@ CPU_SECONDS = {
     "03_replacing_the_head": 10,
     "04_training_the_head": 20,
     "05_fine_tuning": 35,
-    "06_capstone": 10,
+    "06_capstone": 15,
 }
 
 
