@@ -983,66 +983,94 @@ def grade_student(
         jobs.append(job)
     course_of = _split_courses(course, template, usable, limits.processes_per_student)
     groups = {home: [name for name in usable if course_of[name] == home] for home in course_of.values()}
+    test_ids = {name: [e.grade_id for e in assignments[name].exercises] for name in usable}
+
+    def combine(name: str, scores: dict, failures: dict, checked: dict) -> Result:
+        return _combine(
+            student,
+            assignments[name],
+            notes[name],
+            handed_in=name in handins,
+            usable=name in usable,
+            tampering=tampering.get(name, {}),
+            scores=scores.get(name, {}),
+            failure=failures.get(name),
+            checked=checked,
+        )
+
+    def grade_group(home: Path, names: list[str]) -> list[Result]:
+        """nbgrader on one course folder, then its results and feedback, while other groups still run."""
+        scores, failures = _autograde(home, names, test_ids, env, limits)
+        checked = rechecking.result()
+        finished = [combine(name, scores, failures, checked) for name in names]
+        for result in finished:
+            _write_feedback(result, home, assignments[result.assignment], out_dir)
+        _generate_feedback_html(finished, home, assignments, out_dir)
+        return finished
+
     # The re-check needs nothing from nbgrader, so it runs while nbgrader works.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1 + len(groups)) as background:
         rechecking = background.submit(verify, jobs, course=course, limits=limits)
-        test_ids = {name: [e.grade_id for e in assignments[name].exercises] for name in usable}
-        grading = [
-            background.submit(_autograde, home, names, test_ids, env, limits)
-            for home, names in groups.items()
-        ]
-        autograde_scores, autograde_failures = {}, {}
-        for future in grading:
-            scores, failures = future.result()
-            autograde_scores.update(scores)
-            autograde_failures.update(failures)
-        checked = rechecking.result()
+        grading = [background.submit(grade_group, home, names) for home, names in groups.items()]
+        by_name = {result.assignment: result for future in grading for result in future.result()}
+    for name in assignments:
+        if name not in by_name:
+            by_name[name] = combine(name, {}, {}, {})
+            _write_feedback(by_name[name], course, assignments[name], out_dir)
+    shutil.rmtree(course.parent, ignore_errors=True)
+    return [by_name[name] for name in assignments]
 
-    results = []
-    for name, assignment in assignments.items():
-        result = Result(student, name, 0.0, assignment.max_score, "graded", {}, notes[name])
-        if name not in handins:
-            result.status = "missing"
-            result.notes.append(f"no notebook for {name} was handed in")
-        elif name not in usable:
-            result.status = "unreadable"
-        if name in autograde_failures:
-            result.status = "autograde-failed"
-            result.notes.append(
-                f"{autograde_failures[name]}; scored by re-running the checks on your answers alone"
-            )
-        for exercise, problems in tampering.get(name, {}).items():
+
+def _combine(
+    student: str,
+    assignment: Assignment,
+    notes: list[str],
+    *,
+    handed_in: bool,
+    usable: bool,
+    tampering: dict[str, list[str]],
+    scores: dict[str, tuple[float | None, float]],
+    failure: str | None,
+    checked: dict[tuple[str, str], dict],
+) -> Result:
+    """One row: nbgrader's scores and the re-check's combined exercise by exercise (the lower counts)."""
+    name = assignment.name
+    result = Result(student, name, 0.0, assignment.max_score, "graded", {}, notes)
+    if not handed_in:
+        result.status = "missing"
+        result.notes.append(f"no notebook for {name} was handed in")
+    elif not usable:
+        result.status = "unreadable"
+    if failure:
+        result.status = "autograde-failed"
+        result.notes.append(f"{failure}; scored by re-running the checks on your answers alone")
+    for exercise, problems in tampering.items():
+        result.status = "flagged"
+        result.notes.append(
+            f"{exercise}: answer not accepted, its code could interfere with grading "
+            f"({', '.join(sorted(set(problems)))})"
+        )
+    for exercise in assignment.exercises:
+        auto = scores.get(exercise.grade_id)
+        record = checked.get((name, exercise.grade_id))
+        recheck = None if record is None else (exercise.points if record["passed"] else 0.0)
+        candidates = [s for s in (auto[0] if auto else None, recheck) if s is not None]
+        flagged = exercise_of(exercise.grade_id) in tampering
+        score = min(candidates) if candidates and not flagged else 0.0
+        result.exercises[exercise.grade_id] = (score, exercise.points)
+        if record and record.get("tampered"):
+            result.status = "flagged"
+            result.notes.append(f"{exercise.grade_id}: answers not accepted, {record['message']}")
+        elif auto and recheck is not None and recheck < auto[0]:
             result.status = "flagged"
             result.notes.append(
-                f"{exercise}: answer not accepted, its code could interfere with grading "
-                f"({', '.join(sorted(set(problems)))})"
+                f"{exercise.grade_id}: passed in the notebook but not when re-checked on its own "
+                f"({_last_line(record['message'])})"
             )
-        for exercise in assignment.exercises:
-            auto = autograde_scores.get(name, {}).get(exercise.grade_id)
-            record = checked.get((name, exercise.grade_id))
-            recheck = None if record is None else (exercise.points if record["passed"] else 0.0)
-            candidates = [s for s in (auto[0] if auto else None, recheck) if s is not None]
-            flagged = exercise_of(exercise.grade_id) in tampering.get(name, {})
-            score = min(candidates) if candidates and not flagged else 0.0
-            result.exercises[exercise.grade_id] = (score, exercise.points)
-            if record and record.get("tampered"):
-                result.status = "flagged"
-                result.notes.append(f"{exercise.grade_id}: answers not accepted, {record['message']}")
-            elif auto and recheck is not None and recheck < auto[0]:
-                result.status = "flagged"
-                result.notes.append(
-                    f"{exercise.grade_id}: passed in the notebook but not when re-checked on its own "
-                    f"({_last_line(record['message'])})"
-                )
-            elif auto is None and record and not record["passed"] and name in autograde_failures:
-                result.notes.append(f"{exercise.grade_id}: {_last_line(record['message'])}")
-        result.score = sum(s for s, _ in result.exercises.values())
-        results.append(result)
-        _write_feedback(result, course_of.get(name, course), assignment, out_dir)
-    for home in {course, *course_of.values()}:
-        _generate_feedback_html(results, home, assignments, out_dir)
-    shutil.rmtree(course.parent, ignore_errors=True)
-    return results
+        elif auto is None and record and not record["passed"] and failure:
+            result.notes.append(f"{exercise.grade_id}: {_last_line(record['message'])}")
+    result.score = sum(s for s, _ in result.exercises.values())
+    return result
 
 
 def _split_courses(course: Path, template: Path, names: list[str], processes: int) -> dict[str, Path]:
