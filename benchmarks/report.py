@@ -353,8 +353,8 @@ def _grading_section(section: dict, results: dict) -> list[str]:
                 f"{group['jobs']} at a time, in {group['grading_seconds']:.1f} s of grading "
                 f"({group['score']:g}/{group['max_score']:g} points; each learner took {per_learner} s "
                 f"while sharing the CPU): {group['seconds_per_submission']:.1f} s per submission, the "
-                f"figure that decides how long a class takes. Each graded kernel and re-check uses one "
-                f"torch thread when two students share two cores (`--threads`, default cores / jobs).",
+                f"figure that decides how long a class takes. Each graded kernel and re-check runs torch "
+                f"with one thread per core left to it (`--threads`).",
             ]
         else:
             lines += ["", f"`{group['command']}` failed: see `tlcourse_class.output_tail` in results.json."]
