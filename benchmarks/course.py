@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tlhelpers.cli import load_repository_tool
+
 from .measure import run_measured
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,14 +33,6 @@ STUDENT = "benchmark"
 # Grading a class: 2 students at a time on the 2-core machine, enough students to keep both busy.
 CLASS_SIZE = 4
 CLASS_JOBS = 2
-
-
-def _release_tool(repo: Path):
-    """tools/release.py, which knows how to lay out a scratch nbgrader course and pin its kernel."""
-    spec = importlib.util.spec_from_file_location("tl_release", repo / "tools" / "release.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def solution_notebooks(solutions_dir: Path) -> list[Path]:
@@ -57,7 +51,7 @@ def benchmark_course(
 
     ``data_root`` is the ants-vs-bees folder the notebooks get through ``TL_DATA``.
     """
-    release = _release_tool(repo)
+    release = load_repository_tool("release", repo)  # lays out scratch nbgrader courses
     rows = []
     with tempfile.TemporaryDirectory(prefix="tl-bench-course-") as scratch_name:
         scratch = Path(scratch_name)
@@ -147,7 +141,7 @@ def benchmark_grading(
 
     ``data_root`` is the ants-vs-bees folder the notebooks get through ``TL_DATA``.
     """
-    release = _release_tool(repo)
+    release = load_repository_tool("release", repo)  # lays out scratch nbgrader courses
     rows = []
     with tempfile.TemporaryDirectory(prefix="tl-bench-grading-") as scratch_name:
         scratch = Path(scratch_name)

@@ -30,18 +30,13 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from tlhelpers.cli import load_repository_tool
+
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "solutions" / "01_imagenet_features" / "01_imagenet_features.ipynb"
 
 
-def _load_colab_tool():
-    spec = importlib.util.spec_from_file_location("tl_colab", REPO / "tools" / "colab.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-colab = _load_colab_tool()
+colab = load_repository_tool("colab")
 ADDRESS = colab.repository_address()
 
 

@@ -11,7 +11,6 @@ skip. Takes a few minutes on two CPU cores, most of it in `nbgrader autograde`.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -21,19 +20,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from tlhelpers.cli import load_repository_tool
+
 REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = REPO / "solutions"
 COURSE = REPO / "course"
 
 
-def _load_release_tool():
-    spec = importlib.util.spec_from_file_location("tl_release", REPO / "tools" / "release.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-release = _load_release_tool()
+release = load_repository_tool("release")
 
 SOLUTION_NOTEBOOKS = sorted(
     path for path in SOLUTIONS.glob("*/*.ipynb") if not path.parent.name.startswith(".")

@@ -21,11 +21,12 @@ from . import grading
 REPO = grading.REPO
 
 
-def _load_release_tool():
-    path = REPO / "tools" / "release.py"
+def load_repository_tool(name: str, repo: Path = REPO):
+    """Import ``tools/<name>.py`` of the course repository (a script folder, not a package)."""
+    path = repo / "tools" / f"{name}.py"
     if not path.is_file():
-        raise SystemExit(f"tlcourse release needs the course repository: {path} is missing")
-    spec = importlib.util.spec_from_file_location("tl_release", path)
+        raise SystemExit(f"this needs the course repository: {path} is missing")
+    spec = importlib.util.spec_from_file_location(f"tl_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -33,7 +34,7 @@ def _load_release_tool():
 
 def release(args) -> int:
     """Regenerate (or with --check, compare) course/ from solutions/."""
-    return _load_release_tool().main(["--check"] if args.check else [])
+    return load_repository_tool("release").main(["--check"] if args.check else [])
 
 
 def grade(args) -> int:
